@@ -1,0 +1,83 @@
+"""Causal 3D convolution and the explicit cache that makes chunked (streaming) inference exact.
+
+Layout everywhere: ``(B, C, T, H, W)``. "Causal" means all temporal padding sits in the past, so output
+frame ``t`` depends on input frames ``<= t`` only. Spatial padding is symmetric and handled by the
+convolution itself (no copy of the input).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StreamState:
+    """Per-stream cache for chunked inference: one entry per module that needs memory of the past.
+
+    A module stores whatever it needs to continue the stream (for a convolution, the trailing input frames
+    its next output window starts with). Keys are the modules themselves, so nothing depends on call order.
+    One ``StreamState`` belongs to one stream (one clip, or one spatial tile of a clip); start a new one
+    for the next clip.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, torch.Tensor] = {}
+        self._started: set[int] = set()
+
+    def get(self, module: nn.Module) -> torch.Tensor | None:
+        return self._cache.get(id(module))
+
+    def set(self, module: nn.Module, value: torch.Tensor) -> None:
+        self._cache[id(module)] = value
+
+    def first_call(self, module: nn.Module) -> bool:
+        """True the first time ``module`` asks in this stream (then remembers it was asked)."""
+        key = id(module)
+        if key in self._started:
+            return False
+        self._started.add(key)
+        return True
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._cache.values())
+
+
+class CausalConv3d(nn.Conv3d):
+    """``nn.Conv3d`` whose temporal padding is ``kernel_t - 1`` zero frames in the past.
+
+    Subclassing ``nn.Conv3d`` keeps the state-dict keys standard (``weight``, ``bias``). With a temporal
+    stride ``s`` the output has ``floor((T - 1) / s) + 1`` frames, so ``1 + s*k`` frames map to ``1 + k``:
+    the first frame is always encoded on its own.
+
+    In streaming mode (``state`` given) the input is one chunk of a longer clip; the frames the next output
+    window needs are kept in ``state`` so that chunked output equals one-pass output. After the first chunk,
+    chunk lengths must be multiples of the temporal stride.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int, int] = 3,
+        stride: int | tuple[int, int, int] = 1,
+        bias: bool = True,
+    ) -> None:
+        k = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
+        s = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        super().__init__(in_channels, out_channels, k, stride=s, padding=(0, k[1] // 2, k[2] // 2), bias=bias)
+        self.time_pad = k[0] - 1
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:  # (B, C, T, H, W)
+        if self.time_pad == 0 and self.stride[0] == 1:
+            return super().forward(x)
+        past = state.get(self) if state is not None else None
+        if past is None:
+            past = x.new_zeros(x.shape[0], x.shape[1], self.time_pad, *x.shape[3:])
+        x = torch.cat([past, x], dim=2)
+        if state is not None:
+            # Output window j starts at padded frame j * stride; keep everything from the first window not yet
+            # computed, which is exactly what the next chunk's first window starts with.
+            n_out = (x.shape[2] - self.kernel_size[0]) // self.stride[0] + 1
+            state.set(self, x[:, :, n_out * self.stride[0] :].detach().clone())
+        return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)

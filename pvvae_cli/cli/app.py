@@ -1,0 +1,40 @@
+"""The ``pvvae`` Typer app: registers one command per module of this package."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .info import info
+
+app = typer.Typer(
+    name="pvvae",
+    help="Predictive Video VAE toolkit: video clips <-> safetensors latents, training and evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pvvae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Predictive Video VAE toolkit."""
+
+
+app.command("info")(info)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,241 @@
+"""``VideoVAE``: the PV-VAE network (causal 3D conv encoder/decoder with a KL posterior).
+
+Public boundary layouts and ranges:
+- pixels ``x``: float ``(B, 3, T, H, W)`` in [-1, 1], ``T = 1 + 4k`` (one frame is an image), ``H, W``
+  multiples of ``spatial_compression``;
+- latents ``z``: ``(B, C, t, h, w)`` with ``t = 1 + k``, ``h = H / 16``, ``w = W / 16`` (for t4s16),
+  un-normalised (``normalize_latents`` maps them to the per-channel standardised space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample
+from .causal_conv import CausalConv3d, StreamState
+from .config import VAEConfig, get_preset
+from .posterior import DiagonalGaussian
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        widths = [cfg.base_channels * m for m in cfg.channel_multipliers]
+        self.conv_in = CausalConv3d(cfg.in_channels, widths[0], 3)
+        self.levels = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        for i, width in enumerate(widths):
+            in_w = widths[max(i - 1, 0)]
+            blocks = [ResBlock(in_w if j == 0 else width, width) for j in range(cfg.layers_per_block)]
+            self.levels.append(nn.ModuleList(blocks))
+            if i < cfg.num_stages:
+                # Spatio-temporal stages come first, then spatial-only ones (PV-VAE §3.1).
+                self.downsamples.append(Downsample(width, temporal=i < cfg.num_temporal_stages))
+        self.mid = MidBlock(widths[-1], cfg.mid_attention)
+        self.norm_out = ChannelRMSNorm(widths[-1])
+        self.conv_out = CausalConv3d(widths[-1], 2 * cfg.latent_channels, 3)
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        h = self.conv_in(x, state)  # (B, C0, T, H, W)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h, state)
+            if i < len(self.downsamples):
+                h = self.downsamples[i](h, state)
+        h = self.mid(h, state)  # (B, C_top, t, h, w)
+        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w): mean, logvar
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        widths = [cfg.base_channels * m for m in cfg.channel_multipliers]
+        self.conv_in = CausalConv3d(cfg.latent_channels, widths[-1], 3)
+        self.mid = MidBlock(widths[-1], cfg.mid_attention)
+        self.levels = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for i in reversed(range(len(widths))):
+            in_w = widths[min(i + 1, len(widths) - 1)]
+            blocks = [ResBlock(in_w if j == 0 else widths[i], widths[i]) for j in range(cfg.layers_per_block + 1)]
+            self.levels.append(nn.ModuleList(blocks))
+            if i > 0:
+                # Mirror of the encoder: spatial-only stages first, the spatio-temporal ones last.
+                self.upsamples.append(Upsample(widths[i], temporal=i <= cfg.num_temporal_stages))
+        self.norm_out = ChannelRMSNorm(widths[0])
+        self.conv_out = CausalConv3d(widths[0], cfg.in_channels, 3)
+
+    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        h = self.mid(self.conv_in(z, state), state)  # (B, C_top, t, h, w)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h, state)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](h, state)
+        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
+
+
+class VideoVAE(nn.Module):
+    """PV-VAE: ``encode`` pixels to a ``DiagonalGaussian`` over latents, ``decode`` latents to pixels.
+
+    Also holds the learnable padding token that predictive training appends for dropped latent frames
+    (``config.padding_mode == "learnable"``); ``pad_latents`` appends it (or Gaussian noise).
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        if config.padding_mode == "learnable":
+            # One token per channel, shared by every padded position; zero is the prior's mean.
+            self.padding_token = nn.Parameter(torch.zeros(config.latent_channels))
+        else:
+            self.padding_token = None
+
+    # ------------------------------------------------------------------ construction and weights
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> VideoVAE:
+        """A randomly initialised model of a preset (``tiny``, ``small``, ``base``, ...)."""
+        return cls(get_preset(name).replace(**overrides) if overrides else get_preset(name))
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"
+    ) -> VideoVAE:
+        """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
+        from .weights import load_pretrained
+
+        return load_pretrained(name_or_path, revision=revision, device=device)
+
+    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
+        from .weights import save_pretrained
+
+        return save_pretrained(self, directory, model_card=model_card)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ shape checks
+    def check_pixels(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+4k, H, W)`` with H, W multiples of the spatial factor."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        if (t - 1) % cfg.temporal_compression != 0:
+            k = (t - 1) // cfg.temporal_compression
+            lo, hi = 1 + k * cfg.temporal_compression, 1 + (k + 1) * cfg.temporal_compression
+            raise ValueError(
+                f"frame count must be 1 + {cfg.temporal_compression}k, got {t}; nearest valid: {lo} or {hi}"
+            )
+        s = cfg.spatial_compression
+        if h % s or w % s:
+            raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
+
+    def check_latents(self, z: torch.Tensor) -> None:
+        c = self.config.latent_channels
+        if z.ndim != 5 or z.shape[1] != c:
+            raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
+
+    # ------------------------------------------------------------------ one-pass inference
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """``x``: ``(B, 3, 1+4k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/16, W/16)``."""
+        self.check_pixels(x)
+        return DiagonalGaussian.from_moments(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+4k, 16h, 16w)``, nominally in [-1, 1] (not clamped)."""
+        self.check_latents(z)
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.decode(z), posterior
+
+    # ------------------------------------------------------------------ streaming (chunked) inference
+    def encode_chunks(self, chunks: Iterable[torch.Tensor]) -> Iterator[DiagonalGaussian]:
+        """Encode a clip given as consecutive chunks: the first chunk holds 1 frame, every later one a
+        multiple of ``temporal_compression`` frames. Yields the posterior of each chunk's latent frames;
+        concatenated along time they equal ``encode`` of the whole clip, with memory bounded by the chunk."""
+        state = StreamState()
+        tc = self.config.temporal_compression
+        for i, chunk in enumerate(chunks):
+            n = chunk.shape[2] if chunk.ndim == 5 else -1
+            if (i == 0 and n != 1) or (i > 0 and (n < 1 or n % tc)):
+                want = "1 frame" if i == 0 else f"a multiple of {tc} frames"
+                raise ValueError(f"chunk {i} must hold {want}, got shape {tuple(chunk.shape)}")
+            self.check_pixels(chunk if i == 0 else chunk[:, :, :1])
+            yield DiagonalGaussian.from_moments(self.encoder(chunk, state))
+
+    def decode_chunks(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Decode consecutive latent chunks (any number of latent frames each); yields pixel chunks whose
+        concatenation equals ``decode`` of the whole latent (first latent frame -> 1 frame, others -> 4)."""
+        state = StreamState()
+        for chunk in chunks:
+            self.check_latents(chunk)
+            yield self.decoder(chunk, state)
+
+    def encode_chunked(self, x: torch.Tensor, chunk_latents: int = 1) -> DiagonalGaussian:
+        """``encode`` computed ``chunk_latents`` latent frames at a time (same result, bounded memory)."""
+        self.check_pixels(x)
+        tc = self.config.temporal_compression
+        step = tc * chunk_latents
+        chunks = [x[:, :, :1]] + [x[:, :, i : i + step] for i in range(1, x.shape[2], step)]
+        parts = list(self.encode_chunks(chunks))
+        return DiagonalGaussian(torch.cat([p.mean for p in parts], 2), torch.cat([p.logvar for p in parts], 2))
+
+    def decode_chunked(self, z: torch.Tensor, chunk_latents: int = 1) -> torch.Tensor:
+        """``decode`` computed ``chunk_latents`` latent frames at a time (same result, bounded memory)."""
+        self.check_latents(z)
+        chunks = [z[:, :, i : i + chunk_latents] for i in range(0, z.shape[2], chunk_latents)]
+        return torch.cat(list(self.decode_chunks(chunks)), dim=2)
+
+    # ------------------------------------------------------------------ latent space helpers
+    def pad_latents(
+        self, z: torch.Tensor, num_frames: int, mode: str | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Append ``num_frames`` padding latent frames to ``z`` ``(B, C, t, h, w)`` along time.
+
+        ``mode``: ``learnable`` (the model's padding token) or ``gaussian`` (N(0, I) samples); default is the
+        config's ``padding_mode``.
+        """
+        mode = mode or self.config.padding_mode
+        if num_frames < 0:
+            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        if num_frames == 0:
+            return z
+        b, c, _, h, w = z.shape
+        if mode == "learnable":
+            if self.padding_token is None:
+                raise ValueError("this model has no learned padding tokens (trained with gaussian padding); "
+                                 "use gaussian padding")
+            pad = self.padding_token.to(z.dtype).view(1, c, 1, 1, 1).expand(b, c, num_frames, h, w)
+        elif mode == "gaussian":
+            pad = torch.randn((b, c, num_frames, h, w), generator=generator, device=z.device, dtype=z.dtype)
+        else:
+            raise ValueError(f"unknown padding mode {mode!r}; use learnable or gaussian")
+        return torch.cat([z, pad], dim=2)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Map raw latents to per-channel standardised ones (identity if the config has no statistics)."""
+        mean, std = self._latent_stats(z)
+        return z if mean is None else (z - mean) / std
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self._latent_stats(z)
+        return z if mean is None else z * std + mean
+
+    def _latent_stats(self, z: torch.Tensor):
+        cfg = self.config
+        if cfg.latents_mean is None:
+            return None, None
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean, device=z.device, dtype=z.dtype).view(shape)
+        std = torch.tensor(cfg.latents_std, device=z.device, dtype=z.dtype).view(shape)
+        return mean, std

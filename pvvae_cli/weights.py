@@ -1,0 +1,151 @@
+"""The weights folder format: ``config.json`` + ``model.safetensors`` (+ ``README.md`` model card).
+
+``config.json`` holds ``class_name``, ``format_version`` and every ``VAEConfig`` field (latent statistics
+included). Loading is strict and uses safetensors only: no pickle is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import VAEConfig
+
+FORMAT_VERSION = 1
+CLASS_NAME = "VideoVAE"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+
+
+class WeightsError(ValueError):
+    """A weights folder or repo that cannot be loaded; the message names the file and the problem."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_to_json(config: VAEConfig) -> dict:
+    return {"class_name": CLASS_NAME, "format_version": FORMAT_VERSION, "pvvae_version": __version__,
+            **config.to_dict()}
+
+
+def save_pretrained(model, directory: str | Path, model_card: str | None = None) -> Path:
+    """Write ``model`` to ``directory`` (created if needed); each file is written atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", "pvvae_format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, directory / WEIGHTS_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    text = json.dumps(config_to_json(model.config), indent=2) + "\n"
+    _atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+    if model_card is not None:
+        _atomic_write_bytes(directory / CARD_NAME, model_card.encode())
+    return directory
+
+
+def read_config(path: Path) -> VAEConfig:
+    """Parse and validate a ``config.json``."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise WeightsError(f"{path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    cls = raw.pop("class_name", None)
+    if cls != CLASS_NAME:
+        raise WeightsError(f"{path}: class_name is {cls!r}, expected {CLASS_NAME!r}")
+    version = raw.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: format_version {version!r} is not supported (this pvvae reads {FORMAT_VERSION}); "
+            "upgrade pvvae or re-export the weights"
+        )
+    raw.pop("pvvae_version", None)
+    try:
+        return VAEConfig.from_dict(raw)
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: invalid config: {e}") from e
+
+
+def resolve_weights_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local folder as is; otherwise a Hugging Face repo id (``owner/name``), downloaded into the HF cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists():
+        raise WeightsError(f"{path}: is a file; pass the weights folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise WeightsError(f"{text}: no such weights folder, and not a hub repo id of the form owner/name")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]))
+    except LocalEntryNotFoundError as e:
+        raise WeightsError(f"{text}: not in the local hub cache and the hub is unreachable "
+                           "(check the network or HF_ENDPOINT, or pass a local folder)") from e
+    except HfHubHTTPError as e:
+        raise WeightsError(f"{text}: hub download failed ({e.__class__.__name__}: {e})") from e
+
+
+def load_pretrained(name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"):
+    """Build a ``VideoVAE`` from a weights folder or hub repo id; strict about every tensor."""
+    from .vae import VideoVAE
+
+    directory = resolve_weights_dir(name_or_path, revision)
+    config = read_config(directory / CONFIG_NAME)
+    weights_path = directory / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise WeightsError(f"{weights_path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        tensors = load_file(weights_path, device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise WeightsError(f"{weights_path}: not a readable safetensors file ({e})") from e
+    with torch.device("meta"):
+        model = VideoVAE(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    misshaped = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k])}"
+                 for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {_clip(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors {_clip(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped tensors {_clip(misshaped)}")
+    if problems:
+        raise WeightsError(f"{weights_path}: does not match its config.json ({'; '.join(problems)})")
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval()
+
+
+def _clip(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")

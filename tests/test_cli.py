@@ -1,0 +1,43 @@
+import shutil
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from pvvae_cli import __version__
+from pvvae_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def _pvvae():
+    exe = shutil.which("pvvae")
+    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
+    return exe
+
+
+def test_console_version():
+    out = subprocess.run([_pvvae(), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"pvvae {__version__}"
+
+
+def test_console_help_lists_commands():
+    out = subprocess.run([_pvvae(), "--help"], capture_output=True, text=True, check=True)
+    assert "info" in out.stdout
+
+
+def test_python_m():
+    out = subprocess.run([sys.executable, "-m", "pvvae_cli", "--version"], capture_output=True, text=True, check=True)
+    assert __version__ in out.stdout
+
+
+def test_info_presets():
+    res = runner.invoke(app, ["info"])
+    assert res.exit_code == 0
+    assert "tiny" in res.output and "t4s16c64" in res.output
+
+
+def test_info_bad_model(tmp_path):
+    res = runner.invoke(app, ["info", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert "no such weights folder" in res.output
