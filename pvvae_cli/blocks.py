@@ -24,8 +24,14 @@ class ChannelRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Compute the statistic in fp32: under bf16 autocast a sum of squares over hundreds of channels loses
-        # too much precision.
-        rms = torch.rsqrt(x.float().pow(2).mean(dim=1, keepdim=True) + self.eps).to(x.dtype)
+        # too much precision. For bf16 input the squares themselves stay bf16 (each rounded to nearest, so the
+        # errors average out over the channels) and only the sum is fp32: as accurate, without materialising
+        # an fp32 copy of the whole activation (the copy cost more than the rest of the norm).
+        if x.dtype == torch.bfloat16:
+            ms = torch.sum(x * x, dim=1, keepdim=True, dtype=torch.float32) / x.shape[1]
+        else:
+            ms = x.float().pow(2).mean(dim=1, keepdim=True)
+        rms = torch.rsqrt(ms + self.eps).to(x.dtype)
         return x * rms * self.weight.to(x.dtype).view(1, -1, 1, 1, 1)
 
 

@@ -7,7 +7,12 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from .decode import decode
+from .encode import encode
+from .eval import evaluate
 from .info import info
+from .predict import predict
+from .train import finetune_decoder, train
 
 app = typer.Typer(
     name="pvvae",
@@ -34,6 +39,12 @@ def _root(
 
 
 app.command("info")(info)
+app.command("encode")(encode)
+app.command("decode")(decode)
+app.command("predict")(predict)
+app.command("eval")(evaluate)
+app.command("train")(train)
+app.command("finetune-decoder")(finetune_decoder)
 
 
 def main() -> None:

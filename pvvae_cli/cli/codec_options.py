@@ -1,0 +1,76 @@
+"""Pieces shared by ``pvvae encode`` and ``pvvae decode``: option enums, model loading, output checks, summary."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from .common import fail, load_model
+
+
+class Dtype(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Tile(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+NO_DEFAULT_MODEL = ("no default weights are shipped yet: pass --model with a weights folder, a Hugging Face repo id, "
+                    "or preset:NAME (random weights, for tests only)")
+
+
+def open_codec(model: str | None, device: str, dtype: Dtype):
+    """Resolve device and dtype (``pvvae_cli.device``), load the model, and wrap it in a ``Codec``."""
+    import torch
+
+    from ..allocator import keep_freed_memory
+    from ..device import resolve_device, resolve_dtype
+    from ..pipeline import Codec
+
+    keep_freed_memory()  # several times faster elementwise ops on video-sized tensors (see allocator.py)
+
+    if model is None:
+        fail(NO_DEFAULT_MODEL)
+    try:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype.value, dev)
+        # preset:NAME builds random weights: seed them so encode and decode runs build the same model.
+        torch.manual_seed(0)
+        vae = load_model(model, device=str(dev))
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    return Codec(vae, model, dev, dt)
+
+
+def prepare_output_dir(output: Path) -> None:
+    """Create the output folder, or fail with one line if it cannot be created or written."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create output folder {output}: {e.strerror or e}; choose another --output")
+    if not os.access(output, os.W_OK | os.X_OK):
+        fail(f"output folder {output} is not writable; choose another --output or fix its permissions")
+
+
+def report(done_word: str, outcomes, failures: list[tuple[str, str]]) -> None:
+    """Print warnings, failures and a one-line summary to stderr; exit 1 if anything failed."""
+    for o in outcomes:
+        for w in o.warnings:
+            typer.secho(f"warning: {o.job.source}: {w}", fg=typer.colors.YELLOW, err=True)
+    failed = [(str(o.job.source), o.reason) for o in outcomes if o.status == "failed"] + failures
+    for path, reason in failed:
+        typer.secho(f"failed: {path}: {reason}", fg=typer.colors.RED, err=True)
+    done = sum(o.status not in ("failed", "skipped") for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    typer.echo(f"{done_word} {done}, skipped {skipped}, failed {len(failed)}", err=True)
+    if failed:
+        raise typer.Exit(1)

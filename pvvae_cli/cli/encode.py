@@ -1,0 +1,105 @@
+"""``pvvae encode``: video/image files, folders or globs -> one safetensors latent file per input."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
+from .common import fail
+
+
+class Fit(StrEnum):
+    pad = "pad"
+    crop = "crop"
+    resize = "resize"
+
+
+def encode(
+    inputs: Annotated[list[str], typer.Argument(help="Video/image files, folders (recursive) or globs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
+    model: Annotated[
+        str | None, typer.Option(help="Weights folder, hub repo id, or preset:NAME (random weights, for tests).")
+    ] = None,
+    ext: Annotated[
+        list[str] | None, typer.Option("--ext", help="Only inputs with this suffix (repeatable), e.g. --ext mp4.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="Compute precision (auto: bf16 on CUDA, fp32 on CPU).")] = Dtype.auto,
+    frames: Annotated[int | None, typer.Option("--frames", help="At most this many frames per clip.")] = None,
+    start: Annotated[int, typer.Option(help="First source frame.")] = 0,
+    stride: Annotated[int, typer.Option(help="Take every N-th source frame.")] = 1,
+    fps: Annotated[float | None, typer.Option(help="Resample to this frame rate (instead of --stride).")] = None,
+    size: Annotated[str | None, typer.Option(help="Resize frames to HEIGHTxWIDTH first, e.g. 256x448.")] = None,
+    max_size: Annotated[int | None, typer.Option(help="Shrink so the longer side is at most this.")] = None,
+    fit: Annotated[Fit, typer.Option(help="Reach multiples of 16 by pad (undone on decode), crop, resize.")] = Fit.pad,
+    tile: Annotated[Tile, typer.Option(help="Spatial tiling: auto tiles frames larger than --tile-size.")] = Tile.auto,
+    tile_size: Annotated[int, typer.Option(help="Tile size in pixels (multiple of 16).")] = 512,
+    tile_overlap: Annotated[int, typer.Option(help="Tile overlap = blend width in pixels (multiple of 16).")] = 128,
+    sample: Annotated[bool, typer.Option("--sample", help="Store a posterior sample instead of the mode.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of --sample (combined with each file's path).")] = 0,
+    normalize: Annotated[
+        bool | None,
+        typer.Option("--normalize/--no-normalize", help="Store normalised latents [default: if the model has stats]."),
+    ] = None,
+    moments: Annotated[bool, typer.Option("--moments", help="Also store the posterior mean and logvar.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Stack up to N consecutive clips of the same shape.")] = 1,
+    chunk: Annotated[int, typer.Option(help="Latent frames per streamed chunk (speed/memory only).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    manifest: Annotated[Path | None, typer.Option(help="Write a JSONL manifest of the outputs here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Encode videos and images into latent files (one .safetensors per input, streamed chunk by chunk).
+
+    Re-running skips outputs that are up to date (same input file, model and options).
+
+    Bad inputs are reported and skipped; the exit code is 1 if any input failed.
+    """
+    from ..framing import parse_size
+    from ..inputs import expand_inputs, plan_jobs
+    from ..latents import LATENT_SUFFIX
+    from ..pipeline import EncodeOptions
+    from ..runner import run_encode, write_manifest
+    from ..tiling import TileSpec
+    from ..video_io import IMAGE_EXTS, VIDEO_EXTS
+
+    try:
+        exts = VIDEO_EXTS | IMAGE_EXTS
+        if ext:
+            exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in ext)
+        options = EncodeOptions(
+            start=start, num_frames=frames, stride=stride, fps=fps, size=parse_size(size) if size else None,
+            max_size=max_size, fit=fit.value, tile=tile.value, tile_size=tile_size, tile_overlap=tile_overlap,
+            sample=sample, seed=seed, normalize=normalize, save_moments=moments, chunk_latents=chunk,
+        )
+        _validate(options, batch_size)
+    except ValueError as e:
+        fail(str(e))
+    prepare_output_dir(output)
+    codec = open_codec(model, device, dtype)
+    try:
+        TileSpec(tile_size, tile_overlap).validate(codec.spatial_factor)
+    except ValueError as e:
+        fail(f"--tile-size/--tile-overlap: {e}")
+    files, failures = expand_inputs(inputs, exts)
+    jobs, collisions = plan_jobs(files, output, lambda _: LATENT_SUFFIX)
+    outcomes = run_encode(codec, jobs, options, overwrite=overwrite, batch_size=batch_size, quiet=quiet)
+    if manifest is not None:
+        n = write_manifest(manifest, outcomes)
+        if not quiet:
+            typer.echo(f"manifest: {manifest} ({n} entries)", err=True)
+    report("encoded", outcomes, failures + collisions)
+
+
+def _validate(options, batch_size: int) -> None:
+    if options.start < 0 or options.stride < 1 or (options.num_frames is not None and options.num_frames < 1):
+        raise ValueError("--start must be >= 0, --stride >= 1 and --frames >= 1")
+    if options.fps is not None and (options.fps <= 0 or options.stride != 1):
+        raise ValueError("--fps must be > 0 and cannot be combined with --stride")
+    if options.size is not None and options.max_size is not None:
+        raise ValueError("give either --size or --max-size, not both")
+    if batch_size < 1 or options.chunk_latents < 1:
+        raise ValueError("--batch-size and --chunk must be >= 1")

@@ -1,0 +1,186 @@
+"""``pvvae eval``: reconstruction (and prediction) quality of models side by side, or FVD/KVD of two video sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import fail, load_model
+from .predict import Padding
+
+
+def _model_names(specs: list[str]) -> list[str]:
+    """Unique column names: each spec as given (folder, repo id or preset), repeats numbered."""
+    names: list[str] = []
+    for spec in specs:
+        base = spec.rstrip("/") or spec
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}#{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def evaluate(
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Videos, or folders searched recursively for videos.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Weights folder, hub repo id or preset:NAME; repeat to compare models."),
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k; the paper: 17).")] = 17,
+    size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,
+    start: Annotated[int, typer.Option(help="First frame of each clip.")] = 0,
+    max_videos: Annotated[int | None, typer.Option(help="Use at most this many videos (in sorted order).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 1,
+    predict_context: Annotated[
+        int | None, typer.Option(help="Also evaluate prediction of the remaining frames from the first K (1 + 4a).")
+    ] = None,
+    padding: Annotated[
+        Padding, typer.Option(help="Padding latents for prediction: the model's own (auto), learnable or gaussian.")
+    ] = Padding.auto,
+    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    fvd: Annotated[bool, typer.Option("--fvd/--no-fvd", help="Compute rFVD (I3D).")] = True,
+    i3d: Annotated[
+        Path | None, typer.Option(help="StyleGAN-V's i3d_torchscript.pt (else $PVVAE_I3D, else the torch hub cache, "
+                                       "downloaded there on first use).")
+    ] = None,
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Allow downloading the I3D.")] = True,
+    speed: Annotated[bool, typer.Option("--speed", help="Also run the inference speed protocol per model.")] = False,
+    speed_frames: Annotated[int, typer.Option(help="Speed protocol: frames per clip.")] = 17,
+    speed_batch: Annotated[int, typer.Option(help="Speed protocol: clips per step.")] = 4,
+    speed_warmup: Annotated[int, typer.Option(help="Speed protocol: untimed warm-up steps.")] = 50,
+    speed_steps: Annotated[int, typer.Option(help="Speed protocol: timed steps (their mean is reported).")] = 100,
+    reference: Annotated[
+        Path | None, typer.Option(help="With --generated: compare two sets of videos by FVD and KVD (no model).")
+    ] = None,
+    generated: Annotated[Path | None, typer.Option(help="Generated videos to compare with --reference.")] = None,
+    kvd_subsets: Annotated[int, typer.Option(help="KVD: number of random subsets.")] = 100,
+    kvd_subset_size: Annotated[int, typer.Option(help="KVD: subset size (capped at the set sizes).")] = 1000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every number and the protocol here.")] = None,
+    per_video: Annotated[Path | None, typer.Option(help="Write per-video metrics to this CSV file.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for Gaussian padding.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+) -> None:
+    """Evaluate reconstruction (and prediction) quality of models side by side, or FVD/KVD of two video sets.
+
+    Reconstruction: PSNR, SSIM, LPIPS and rFVD on the same clips with the paper's protocol (first 17 frames,
+    short side resized and centre-cropped to --size); optionally future-frame prediction (--predict-context)
+    and inference speed (--speed). Prints a markdown table, models side by side.
+
+    With --reference DIR --generated DIR instead: FVD and KVD between two sets of videos on I3D features.
+
+    A metric whose network weights are not available is reported as unavailable, with the reason and the fix.
+    """
+    from ..device import resolve_device, resolve_dtype
+    from ..evaluation import (
+        EvalProtocol,
+        SpeedProtocol,
+        Unavailable,
+        collect_videos,
+        compare_video_sets,
+        sets_markdown,
+        write_json,
+    )
+    from ..evaluation import evaluate as run_evaluation
+    from ..metrics import LPIPSMetric, MetricUnavailable, load_i3d
+
+    try:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+    except ValueError as e:
+        fail(str(e))
+
+    if reference is not None or generated is not None:
+        if reference is None or generated is None:
+            fail("--reference and --generated go together: give both folders")
+        if inputs or model:
+            fail("--reference/--generated compare two video folders without a model; drop INPUT and --model")
+        if per_video is not None:
+            fail("--per-video applies to model evaluation, not to --reference/--generated")
+        try:
+            ref_files = collect_videos([reference])
+            gen_files = collect_videos([generated])
+        except (FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        try:
+            extractor = load_i3d(i3d, device=dev, download=download)
+        except MetricUnavailable as e:
+            fail(str(e))
+        try:
+            result = compare_video_sets(ref_files[:max_videos], gen_files[:max_videos], extractor, frames, size,
+                                        start, batch_size=max(batch_size, 1), kvd_subsets=kvd_subsets,
+                                        kvd_subset_size=kvd_subset_size, progress=_say)
+        except ValueError as e:
+            fail(str(e))
+        typer.echo(sets_markdown(result))
+        if json_out is not None:
+            write_json(json_out, result)
+            _say(f"wrote {json_out}")
+        return
+
+    if not inputs:
+        fail("give one or more videos or folders (INPUT...), or --reference DIR --generated DIR")
+    if not model:
+        fail("give at least one --model (a weights folder, hub repo id or preset:NAME)")
+    try:
+        protocol = EvalProtocol(frames=frames, size=size, start=start, predict_context=predict_context,
+                                padding=padding.value, batch_size=batch_size, seed=seed)
+    except ValueError as e:
+        msg = str(e).replace("context frames", "--predict-context").replace("future frames", "--frames minus "
+                                                                           "--predict-context")
+        fail(msg.replace("frames must", "--frames must").replace("size must", "--size must"))
+    if max_videos is not None and max_videos < 1:
+        fail(f"--max-videos must be >= 1, got {max_videos}")
+    try:
+        videos = collect_videos(inputs, include_images=frames == 1)[:max_videos]  # images are 1-frame clips
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+
+    models = []
+    for name, spec in zip(_model_names(model), model, strict=True):
+        try:
+            vae = load_model(spec, device=str(dev)).to(dev).eval()
+        except ValueError as e:
+            fail(str(e))
+        if predict_context is not None and padding is Padding.learnable and vae.padding_token is None:
+            fail(f"{spec}: this model has no learned padding tokens; use --padding gaussian or auto")
+        models.append((name, spec, vae))
+
+    lpips_metric = None
+    if lpips:
+        try:
+            lpips_metric = LPIPSMetric("alex", device=dev)
+        except MetricUnavailable as e:
+            lpips_metric = Unavailable(str(e))
+    features = None
+    if fvd:
+        try:
+            features = load_i3d(i3d, device=dev, download=download)
+        except MetricUnavailable as e:
+            features = Unavailable(str(e))
+    speed_protocol = None
+    if speed:
+        if min(speed_frames, speed_batch, speed_steps) < 1 or speed_warmup < 0 or (speed_frames - 1) % 4:
+            fail("--speed-frames must be 1 + 4k, --speed-batch and --speed-steps >= 1, --speed-warmup >= 0")
+        speed_protocol = SpeedProtocol(speed_frames, speed_batch, size, speed_warmup, speed_steps)
+
+    try:
+        report = run_evaluation(models, videos, protocol, dt, lpips_metric, features, speed_protocol, progress=_say)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(report.to_markdown())
+    if json_out is not None:
+        report.write_json(json_out)
+        _say(f"wrote {json_out}")
+    if per_video is not None:
+        report.write_csv(per_video)
+        _say(f"wrote {per_video}")

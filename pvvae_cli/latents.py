@@ -1,0 +1,217 @@
+"""The latent file format: one ``.safetensors`` per encoded clip, the interchange between pipeline steps.
+
+A latent file holds
+
+- tensor ``latent``: float32 ``(C, t, h, w)``, the posterior mode (or a sample), normalised with the model's
+  ``latents_mean``/``latents_std`` when ``normalized`` is true;
+- optionally tensors ``mean`` and ``logvar`` of the same shape (the raw posterior);
+- string metadata (safetensors ``__metadata__``, readable by any safetensors tool): ``format = pvvae-latent``,
+  ``format_version``, the model and a hash of its config, and every decision needed to invert the encoding
+  (frame range, temporal padding, resize, pad/crop). Strings are stored as-is, everything else as JSON.
+
+float32 on disk (not bf16) so that numpy-based safetensors readers can load it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_path
+from .config import VAEConfig
+
+FORMAT = "pvvae-latent"
+FORMAT_VERSION = 1
+LATENT_SUFFIX = ".safetensors"
+
+
+class LatentFormatError(ValueError):
+    """A file that is not a readable pvvae latent file; the message names the file and the problem."""
+
+
+def config_hash(config: VAEConfig) -> str:
+    """sha256 (first 16 hex digits) of the architecture and latent statistics; the display name is left out."""
+    d = config.to_dict()
+    d.pop("name", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 (first 16 hex digits) of every parameter and buffer, in state-dict order: identifies the weights."""
+    h = hashlib.sha256()
+    for key, t in model.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LatentMeta:
+    """Everything stored beside the latent. Sizes are ``(height, width)``; boxes are ``(top, left, height, width)``.
+
+    Geometry pipeline of the encoder, inverted by the decoder: source frames ``(height, width)`` -> optional
+    ``resize`` -> ``fit`` to multiples of the spatial factor (``pad`` adds ``pad`` = (top, bottom, left, right)
+    replicated pixels; ``crop`` keeps ``crop`` box; ``resize`` rescales) -> ``(encoded_height, encoded_width)``.
+    Time: ``num_frames`` selected frames (``frame_start``, ``frame_stride`` or ``target_fps``) plus ``frame_pad``
+    copies of the last frame make ``encoded_frames = 1 + 4k``.
+    """
+
+    model: str  # weights folder, hub repo id or preset:NAME, as given
+    config_hash: str
+    latent_channels: int
+    model_tag: str  # e.g. t4s16c64
+    normalized: bool
+    posterior: str  # "mode" or "sample"
+    source: str  # source file, relative to the input root it was found under
+    fps: float  # effective frame rate of the encoded frames (0.0 for an image)
+    num_frames: int  # frames of the clip as selected (before temporal padding); decode returns exactly these
+    height: int  # source frame size
+    width: int
+    encoded_frames: int
+    encoded_height: int
+    encoded_width: int
+    frame_pad: int = 0
+    frame_start: int = 0
+    frame_stride: int = 1
+    target_fps: float | None = None
+    source_fps: float = 0.0
+    source_num_frames: int = 0
+    resize: tuple[int, int] | None = None
+    fit: str = "pad"
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    crop: tuple[int, int, int, int] | None = None
+    tiled: bool = False
+    dtype: str = "fp32"
+    weights_hash: str = ""
+    source_bytes: int = 0  # with source_mtime_ns and options_hash: decides whether a re-run may skip the file
+    source_mtime_ns: int = 0
+    options_hash: str = ""
+    pvvae_version: str = ""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so metadata compares equal after a round trip.
+        for key in ("resize", "pad", "crop"):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                object.__setattr__(self, key, tuple(value))
+
+    def to_strings(self) -> dict[str, str]:
+        out = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value if isinstance(value, str) else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_strings(cls, meta: dict[str, str], path: str | Path = "<metadata>") -> LatentMeta:
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in meta:
+                if f.default is dataclasses.MISSING:
+                    raise LatentFormatError(f"{path}: metadata key {f.name!r} is missing")
+                continue
+            raw = meta[f.name]
+            if f.type in ("str", str):
+                kwargs[f.name] = raw
+            else:
+                try:
+                    kwargs[f.name] = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    raise LatentFormatError(f"{path}: metadata key {f.name!r} is not valid JSON: {raw!r}") from e
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> LatentMeta:
+        return dataclasses.replace(self, **changes)
+
+
+def save_latent(
+    path: str | Path,
+    latent: torch.Tensor,
+    meta: LatentMeta,
+    mean: torch.Tensor | None = None,
+    logvar: torch.Tensor | None = None,
+) -> Path:
+    """Write ``latent`` ``(C, t, h, w)`` (and optionally the posterior ``mean``/``logvar``) with ``meta``, atomically:
+    the file appears complete under ``path`` or not at all."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if latent.ndim != 4:
+        raise ValueError(f"latent must be (C, t, h, w), got shape {tuple(latent.shape)}")
+    if latent.shape[0] != meta.latent_channels:
+        raise ValueError(f"latent has {latent.shape[0]} channels but metadata says {meta.latent_channels}")
+    tensors = {"latent": latent}
+    for name, t in (("mean", mean), ("logvar", logvar)):
+        if t is not None:
+            if t.shape != latent.shape:
+                raise ValueError(f"{name} must have the latent's shape {tuple(latent.shape)}, got {tuple(t.shape)}")
+            tensors[name] = t
+    # clone: the mode *is* the mean, and safetensors refuses tensors that share memory.
+    tensors = {k: v.detach().to("cpu", torch.float32).clone(memory_format=torch.contiguous_format)
+               for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta.to_strings())
+    return path
+
+
+def read_meta(path: str | Path) -> LatentMeta:
+    """Parse only the metadata of a latent file (cheap: reads the header). Raises ``LatentFormatError``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise LatentFormatError(f"{path}: no such latent file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            keys = set(f.keys())
+    except Exception as e:
+        raise LatentFormatError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    if raw.get("format") != FORMAT:
+        raise LatentFormatError(f"{path}: not a pvvae latent file (format={raw.get('format')!r}, "
+                                f"expected {FORMAT!r})")
+    try:
+        version = int(raw.get("format_version", ""))
+    except ValueError:
+        raise LatentFormatError(f"{path}: invalid format_version {raw.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise LatentFormatError(f"{path}: latent format_version {version} is newer than this pvvae supports "
+                                f"({FORMAT_VERSION}); upgrade pvvae")
+    if version < 1:
+        raise LatentFormatError(f"{path}: invalid format_version {version}")
+    if "latent" not in keys:
+        raise LatentFormatError(f"{path}: tensor 'latent' is missing (found {sorted(keys)})")
+    try:
+        return LatentMeta.from_strings(raw, path)
+    except TypeError as e:
+        raise LatentFormatError(f"{path}: invalid metadata ({e})") from e
+
+
+def load_latent(path: str | Path) -> tuple[torch.Tensor, LatentMeta]:
+    """Read a latent file: float32 ``latent`` ``(C, t, h, w)`` and its parsed ``LatentMeta``."""
+    from safetensors import safe_open
+
+    meta = read_meta(path)
+    with safe_open(str(path), framework="pt") as f:
+        latent = f.get_tensor("latent")
+    if latent.ndim != 4 or latent.shape[0] != meta.latent_channels:
+        raise LatentFormatError(f"{path}: latent shape {tuple(latent.shape)} does not match its metadata "
+                                f"({meta.latent_channels} channels, (C, t, h, w))")
+    return latent, meta
+
+
+def load_moments(path: str | Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The posterior ``(mean, logvar)`` stored in a latent file, or ``None`` if it was saved without them."""
+    from safetensors import safe_open
+
+    read_meta(path)
+    with safe_open(str(path), framework="pt") as f:
+        if "mean" not in f.keys() or "logvar" not in f.keys():
+            return None
+        return f.get_tensor("mean"), f.get_tensor("logvar")

@@ -1,0 +1,39 @@
+"""Quality metrics shared by ``eval``, ``predict``, ``train`` and ``gen``.
+
+- ``image``: PSNR and SSIM per frame (pure torch, always available).
+- ``lpips_metric``: LPIPS (AlexNet) through ``pvvae_cli.perceptual.load_lpips``.
+- ``fvd``: I3D features, Fréchet video distance and kernel video distance (KVD).
+
+Pixel inputs everywhere are ``(B, 3, T, H, W)`` or ``(N, 3, H, W)`` in [-1, 1]. A metric whose network weights
+cannot be had raises ``MetricUnavailable`` (re-exported here) with the reason and the fix.
+"""
+
+from ..perceptual import MetricUnavailable
+from .fvd import (
+    FeatureExtractor,
+    I3DFeatures,
+    extract_features,
+    frechet_distance,
+    fvd_from_features,
+    kernel_distance,
+    load_i3d,
+)
+from .image import mean, psnr, psnr_frames, ssim, ssim_frames
+from .lpips_metric import LPIPSMetric
+
+__all__ = [
+    "FeatureExtractor",
+    "I3DFeatures",
+    "LPIPSMetric",
+    "MetricUnavailable",
+    "extract_features",
+    "frechet_distance",
+    "fvd_from_features",
+    "kernel_distance",
+    "load_i3d",
+    "mean",
+    "psnr",
+    "psnr_frames",
+    "ssim",
+    "ssim_frames",
+]

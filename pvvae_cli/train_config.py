@@ -1,0 +1,216 @@
+"""``TrainConfig``: everything that defines a training run (data, objective, optimisation, logging).
+
+Separate from the model's ``VAEConfig``: it is saved beside the run as ``train_config.json``, never in a
+weights folder. Values come from, in increasing priority: the stage's defaults, a ``--config`` file (TOML or
+JSON, keys are the field names below, ``-`` or ``_``), and command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = ("image", "video", "decoder")
+PRECISIONS = ("fp32", "bf16")
+PADDINGS = ("learnable", "gaussian")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message names the key (or file) and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. Defaults are documented in the README's Training section; paper values where it gives
+    them (lr 5e-5, cosine decay to lr/10, max drop ratio 1.0, GAN from step 5000), VidTok's otherwise (KL 1e-6)."""
+
+    # what to train
+    stage: str = "video"  # image (1-frame clips) | video (predictive) | decoder (decoder fine-tuning)
+    preset: str | None = None  # start from random weights of this preset ...
+    init: str | None = None  # ... or from a weights folder / hub repo id
+    # data
+    data: tuple[str, ...] = ()  # folders (repeatable) or one synthetic:KIND
+    val_data: tuple[str, ...] = ()  # validation clips; default: a separate seed of the training source
+    frames: int = 17  # 1 + 4k frames per clip (the image stage uses 1)
+    frame_stride: int = 1
+    size: int = 256  # square training crop, a multiple of 16
+    workers: int = 2  # DataLoader worker processes per rank
+    # optimisation
+    batch_size: int = 4  # per rank and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    steps: int = 10000
+    lr: float = 5e-5
+    warmup_steps: int = 1000  # linear warm-up over min(warmup_steps, steps // 10) steps, then cosine to lr/10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    ema_decay: float = 0.0  # 0 = no EMA; e.g. 0.999 (the exported weights are the EMA ones when on)
+    precision: str = "fp32"  # fp32 | bf16 autocast
+    device: str = "auto"
+    seed: int = 0
+    # objective
+    predictive: bool = True  # False (--no-predictive) = plain reconstruction baseline, r = 0
+    max_drop_ratio: float = 1.0  # r: k ~ U{0..floor((G-1) r)} dropped trailing groups
+    padding: str = "learnable"  # learnable tokens | gaussian N(0, I) latents
+    mse_weight: float = 1.0
+    motion_weight: float = 1.0
+    lpips_weight: float = 0.0  # LPIPS needs torchvision's ImageNet backbone (offline here); VidTok uses 1.0
+    lpips_net: str = "alex"
+    gan_weight: float = 0.2  # times the adaptive balance below (VidTok's 0.2)
+    gan_adaptive: bool = True  # scale by ||grad rec|| / ||grad gan|| at the decoder's last layer (VQGAN)
+    gan_start_step: int = 5000  # first optimiser step (0-based) with the adversarial loss
+    kl_weight: float = 1e-6
+    disc_lr: float | None = None  # default: lr
+    disc_channels: int = 64
+    disc_layers: int = 3
+    # logging, validation, checkpoints
+    log_every: int = 10
+    val_every: int = 500
+    val_clips: int = 8
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for key in ("data", "val_data"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, key, tuple(str(v) for v in value))
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"{key.replace('_', '-')} {why}, got {getattr(self, key)!r}")
+
+        if self.stage not in STAGES:
+            raise bad("stage", f"must be one of {', '.join(STAGES)}")
+        if self.stage == "decoder" and self.init is None and self.preset is None:
+            raise ConfigError("finetune-decoder needs --init WEIGHTS (e.g. the weights/ of a video-stage run)")
+        if self.preset is None and self.init is None:
+            raise ConfigError("give --preset NAME (random initial weights) or --init WEIGHTS (earlier weights)")
+        if self.preset is not None and self.init is not None:
+            raise ConfigError(f"give --preset or --init, not both (got preset {self.preset!r}, init {self.init!r})")
+        if not self.data:
+            raise ConfigError("no training data: pass --data DIR (repeatable) or --data synthetic:KIND")
+        if self.frames < 1 or (self.frames - 1) % 4:
+            k = (self.frames - 1) // 4
+            raise bad("frames", f"must be 1 + 4k (nearest valid: {1 + 4 * max(k, 0)} or {5 + 4 * max(k, 0)})")
+        if self.stage == "image" and self.frames != 1:
+            raise bad("frames", "must be 1 for --stage image (it trains on single frames)")
+        if self.stage == "decoder" and self.max_drop_ratio > 0:
+            raise bad("max_drop_ratio", "must be 0 for finetune-decoder (dropping is off in that stage)")
+        if self.size < 16 or self.size % 16:
+            raise bad("size", "must be a positive multiple of 16")
+        for key in ("frame_stride", "batch_size", "grad_accum", "steps", "log_every", "val_every", "val_clips",
+                    "ckpt_every", "keep_checkpoints", "disc_channels", "disc_layers"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise bad(key, "must be a positive integer")
+        for key in ("workers", "warmup_steps", "gan_start_step", "seed"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise bad(key, "must be a non-negative integer")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if self.disc_lr is not None and not self.disc_lr > 0:
+            raise bad("disc_lr", "must be > 0")
+        if not 0.0 <= self.max_drop_ratio <= 1.0:
+            raise bad("max_drop_ratio", "must be in [0, 1]")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise bad("min_lr_ratio", "must be in [0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise bad("ema_decay", "must be in [0, 1)")
+        for key in ("mse_weight", "motion_weight", "lpips_weight", "gan_weight", "kl_weight", "weight_decay",
+                    "grad_clip"):
+            if not getattr(self, key) >= 0:
+                raise bad(key, "must be >= 0")
+        if self.mse_weight == 0 and self.motion_weight == 0 and self.lpips_weight == 0:
+            raise ConfigError("mse-weight, motion-weight and lpips-weight are all 0: nothing to reconstruct")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+        if self.padding not in PADDINGS:
+            raise bad("padding", f"must be one of {', '.join(PADDINGS)}")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def drop_ratio(self) -> float:
+        """The r actually used: 0 unless this is the predictive video stage."""
+        return self.max_drop_ratio if (self.stage == "video" and self.predictive) else 0.0
+
+    @property
+    def warmup(self) -> int:
+        return min(self.warmup_steps, self.steps // 10)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"mse": self.mse_weight, "motion": self.motion_weight, "lpips": self.lpips_weight,
+                "kl": self.kl_weight}
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data"], d["val_data"] = list(self.data), list(self.val_data)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        d = {str(k).replace("-", "_"): v for k, v in d.items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"{source}: {e}") from e
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Defaults that differ by stage (applied below a config file and flags).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "image": {"frames": 1},
+    "video": {},
+    # Stage 3: encoder and padding frozen, dropping off, plain reconstruction, GAN on from the start.
+    "decoder": {"max_drop_ratio": 0.0, "predictive": False, "gan_start_step": 0},
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The key/value table of a TOML (``.toml``) or JSON file; raises ``ConfigError`` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from e
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of keys and values")
+    return data
+
+
+def build_config(stage: str, config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
+    """Stage defaults <- config file <- flags (``None`` flags are "not given"). Raises ``ConfigError``."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    values: dict[str, Any] = dict(STAGE_DEFAULTS[stage])
+    source = "flags"
+    if config_file is not None:
+        file_values = {str(k).replace("-", "_"): v for k, v in read_config_file(config_file).items()}
+        if file_values.get("stage", stage) != stage:
+            raise ConfigError(f"{config_file}: stage = {file_values['stage']!r} but this command trains "
+                              f"stage {stage!r}; remove the key or use the matching command")
+        values.update(file_values)
+        source = str(config_file)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values["stage"] = stage
+    return TrainConfig.from_dict(values, source=source)

@@ -1,0 +1,383 @@
+"""Video and image I/O: read clips as uint8 frames, write mp4 (H.264) or PNG frames, convert to/from tensors.
+
+Frames on the numpy side are ``uint8 (T, H, W, 3)`` RGB; on the torch side pixels are float ``(3, T, H, W)`` in
+[-1, 1] (add the batch axis yourself). Videos are read with decord (exact frame access through ``get_batch``),
+images (png/jpg/webp/bmp) with imageio as 1-frame clips. Writing uses the ffmpeg binary shipped by
+imageio-ffmpeg; every write is atomic (temp file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import AtomicFile, set_default_mode
+
+VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+
+
+class VideoReadError(ValueError):
+    """A file that cannot be read as a clip; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns about a file without decoding all of it. Images have ``num_frames == 1``."""
+
+    path: Path
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    is_image: bool
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTS:
+        return "video"
+    if suffix in IMAGE_EXTS:
+        return "image"
+    supported = ", ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
+    raise VideoReadError(path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoReadError(path, "no such file")
+    if not path.is_file():
+        raise VideoReadError(path, "not a regular file")
+    if not os.access(path, os.R_OK):
+        raise VideoReadError(path, "permission denied (not readable)")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "empty file (0 bytes)")
+
+
+def _open_video(path: Path):
+    """A decord ``VideoReader``; any decoder failure becomes a ``VideoReadError``."""
+    import decord
+
+    # ffmpeg's own log lines would interleave with progress bars; failures are reported by VideoReadError.
+    decord.logging.set_level(decord.logging.QUIET)
+    try:
+        # Two threads: the machine this runs on is small, and decoding overlaps with model compute anyway.
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=2)
+    except Exception as e:  # decord raises its own DECORDError / RuntimeError for corrupt input
+        raise VideoReadError(path, f"cannot decode video ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    if len(vr) == 0:
+        raise VideoReadError(path, "video has no frames")
+    return vr
+
+
+def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    """Any imageio image (gray, gray+alpha, RGB, RGBA; uint8 or uint16) -> uint8 ``(H, W, 3)``."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise VideoReadError(path, f"unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise VideoReadError(path, f"unexpected image shape {img.shape} (animated images are not supported)")
+    channels = img.shape[2]
+    if channels in (1, 2):  # gray (+ alpha): drop alpha, repeat gray
+        img = np.repeat(img[:, :, :1], 3, axis=2)
+    elif channels == 4:  # RGBA: drop alpha
+        img = img[:, :, :3]
+    elif channels != 3:
+        raise VideoReadError(path, f"unexpected number of channels {channels}")
+    return np.ascontiguousarray(img)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        img = iio.imread(path)
+    except Exception as e:
+        raise VideoReadError(path, f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    return _to_rgb_uint8(np.asarray(img), path)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video or image file. Raises ``VideoReadError`` naming the file."""
+    path = Path(path)
+    kind = _kind(path)
+    _check_file(path)
+    if kind == "image":
+        img = _read_image(path)
+        return VideoInfo(path, 1, 0.0, img.shape[0], img.shape[1], True)
+    vr = _open_video(path)
+    try:
+        h, w = vr[0].shape[:2]
+    except Exception as e:
+        raise VideoReadError(path, f"cannot decode the first frame ({type(e).__name__})") from e
+    fps = float(vr.get_avg_fps())
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoReadError(path, f"invalid frame rate {fps}")
+    return VideoInfo(path, len(vr), fps, int(h), int(w), False)
+
+
+def clip_indices(
+    info: VideoInfo, start: int = 0, num_frames: int | None = None, stride: int = 1, fps: float | None = None
+) -> tuple[list[int], float]:
+    """Source frame indices of the selected clip, and its effective fps.
+
+    ``start``: first source frame. ``stride``: take every ``stride``-th frame. ``fps``: resample to this frame
+    rate instead (nearest source frame at times ``i / fps``; must not exceed the source rate; exclusive with
+    ``stride``). ``num_frames``: at most this many frames (fewer if the clip ends first); ``None``: to the end.
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if fps is not None and stride != 1:
+        raise ValueError("give either a frame stride or a target fps, not both")
+    if start >= info.num_frames:
+        raise VideoReadError(info.path, f"start frame {start} is past the end ({info.num_frames} frames)")
+    if info.is_image:
+        return [0], info.fps
+    if fps is not None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if fps > info.fps + 1e-6:
+            raise ValueError(f"target fps {fps:g} exceeds the source's {info.fps:g} fps ({info.path}); "
+                             "frames would be duplicated")
+        step = info.fps / fps
+        indices = []
+        i = 0
+        while True:
+            # Nearest source frame to time i / fps; the small epsilon keeps exact ratios (30 -> 15) on the grid.
+            idx = start + int(math.floor(i * step + 0.5 - 1e-9))
+            if idx >= info.num_frames or (num_frames is not None and len(indices) >= num_frames):
+                break
+            indices.append(idx)
+            i += 1
+        return indices, float(fps)
+    stop = info.num_frames if num_frames is None else min(info.num_frames, start + num_frames * stride)
+    return list(range(start, stop, stride)), info.fps / stride
+
+
+def iter_clip(
+    path: str | Path,
+    start: int = 0,
+    num_frames: int | None = None,
+    stride: int = 1,
+    fps: float | None = None,
+    chunk_size: int = 16,
+    info: VideoInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield the selected frames as uint8 ``(n, H, W, 3)`` chunks of at most ``chunk_size`` frames.
+
+    Memory is bounded by one chunk (plus decord's decoder state), whatever the clip length. Frame selection
+    as in ``clip_indices``; the effective fps is ``clip_indices(...)[1]``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    path = Path(path)
+    info = info or probe(path)
+    indices, _ = clip_indices(info, start, num_frames, stride, fps)
+    if info.is_image:
+        yield _read_image(path)[None]
+        return
+    vr = _open_video(path)
+    for i in range(0, len(indices), chunk_size):
+        batch = indices[i : i + chunk_size]
+        try:
+            frames = vr.get_batch(batch).asnumpy()
+        except Exception as e:
+            raise VideoReadError(path, f"cannot decode frames {batch[0]}..{batch[-1]} ({type(e).__name__})") from e
+        if frames.shape[0] != len(batch) or frames.shape[1:] != (info.height, info.width, 3):
+            raise VideoReadError(path, f"decoder returned frames of shape {frames.shape}, expected "
+                                       f"({len(batch)}, {info.height}, {info.width}, 3)")
+        yield frames
+
+
+def read_clip(
+    path: str | Path, start: int = 0, num_frames: int | None = None, stride: int = 1, fps: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Read the selected frames of a video or image: uint8 ``(T, H, W, 3)`` RGB and the effective fps.
+
+    Images give ``T = 1`` and fps ``0.0``. Raises ``VideoReadError`` (file and reason) for unreadable input and
+    ``ValueError`` for an invalid selection.
+    """
+    info = probe(path)
+    _, eff_fps = clip_indices(info, start, num_frames, stride, fps)
+    chunks = list(iter_clip(path, start, num_frames, stride, fps, chunk_size=64, info=info))
+    return np.concatenate(chunks, axis=0), eff_fps
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"frames must be a uint8 numpy array (T, H, W, 3), got {type(frames).__name__} {shape}")
+    return np.ascontiguousarray(frames)
+
+
+def output_kind(path: str | Path) -> str:
+    """``video`` (a video suffix), ``image`` (an image suffix: one frame) or ``frames`` (no suffix: PNG folder)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_EXTS:
+        return "video"
+    if suffix in IMAGE_EXTS:
+        return "image"
+    if suffix == "":
+        return "frames"
+    raise ValueError(f"cannot write {path}: use a video suffix ({', '.join(sorted(VIDEO_EXTS))}), "
+                     "an image suffix for one frame, or a folder path (no suffix) for PNG frames")
+
+
+class VideoWriter:
+    """Streaming, atomic writer of uint8 ``(n, H, W, 3)`` frame chunks; memory is bounded by one chunk.
+
+    - video suffix (``.mp4``, ...): H.264 through the ffmpeg of imageio-ffmpeg at ``fps`` with quality ``crf``
+      (0 = lossless, lower is better; the default 12 is visually lossless). Any size, never resized.
+    - image suffix (``.png``, ...): exactly one frame.
+    - no suffix: a folder of PNG frames ``000000.png, 000001.png, ...`` (an existing folder is replaced whole).
+
+    Use as a context manager: the output appears under ``path`` only when the block exits without error.
+    """
+
+    def __init__(self, path: str | Path, fps: float, crf: int = 12) -> None:
+        self.path = Path(path)
+        self.kind = output_kind(self.path)
+        if self.kind == "video" and not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number to write {self.path}, got {fps}")
+        self.fps, self.crf = fps, crf
+        self.num_written = 0
+        self._size: tuple[int, int] | None = None
+        self._ffmpeg = None
+        self._atomic = None
+        self._tmp: Path | None = None
+        self._frames: list[np.ndarray] = []
+
+    def __enter__(self) -> VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.kind == "frames":
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        else:
+            self._atomic = AtomicFile(self.path, suffix=self.path.suffix)
+            self._tmp = self._atomic.tmp
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        frames = _check_frames(frames)
+        if frames.shape[0] == 0:
+            return
+        size = frames.shape[1:3]
+        if self._size is not None and size != self._size:
+            raise ValueError(f"{self.path}: frame size changed from {self._size} to {size}")
+        self._size = size
+        if self.kind == "video":
+            if self._ffmpeg is None:
+                self._ffmpeg = self._start_ffmpeg(*size)
+            for frame in frames:
+                self._ffmpeg.send(frame)
+        elif self.kind == "image":
+            if self.num_written + frames.shape[0] > 1:
+                raise ValueError(f"{self.path}: more than one frame cannot go into one image; give a folder path "
+                                 "(no suffix) for PNG frames")
+            self._frames.append(frames[0])
+        else:
+            for i, frame in enumerate(frames):
+                _write_png(self._tmp / f"{self.num_written + i:06d}.png", frame)
+        self.num_written += frames.shape[0]
+
+    def _start_ffmpeg(self, h: int, w: int):
+        import imageio_ffmpeg
+
+        # yuv420p (what every player expects) needs even sizes; odd sizes keep full chroma instead of resizing.
+        pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+        gen = imageio_ffmpeg.write_frames(
+            str(self._tmp), (w, h), fps=self.fps, codec="libx264", pix_fmt_out=pix_fmt, quality=None,
+            macro_block_size=1, output_params=["-crf", str(self.crf), "-f", "mp4"], ffmpeg_log_level="error",
+        )
+        gen.send(None)  # start ffmpeg
+        return gen
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ok = exc_type is None and self.num_written > 0
+        try:
+            if self._ffmpeg is not None:
+                self._ffmpeg.close()  # flushes and waits for ffmpeg
+            if ok and self.kind == "image":
+                import imageio.v3 as iio
+
+                iio.imwrite(self._tmp, self._frames[0], extension=self.path.suffix.lower())
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if self.kind == "frames":
+                self._finish_folder(ok)
+            elif ok:
+                self._atomic.commit()
+            else:
+                self._atomic.abort()
+        if exc_type is None and self.num_written == 0:
+            raise ValueError(f"{self.path}: no frames to write")
+
+    def _finish_folder(self, ok: bool) -> None:
+        tmp = self._tmp
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        set_default_mode(tmp, directory=True)
+        if self.path.exists():
+            # A non-empty folder cannot be replaced atomically: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
+            os.replace(self.path, old / "x")
+            os.replace(tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, self.path)
+
+
+def _write_png(path: Path, frame: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, frame, extension=".png")
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12) -> None:
+    """Write uint8 ``(T, H, W, 3)`` frames atomically: ``.mp4`` (H.264, at ``fps``), an image file (``T == 1``)
+    or a folder of PNG frames (a path without suffix). See ``VideoWriter``."""
+    frames = _check_frames(frames)
+    if frames.shape[0] == 0:
+        raise ValueError(f"{path}: no frames to write")
+    with VideoWriter(path, fps, crf) as writer:
+        writer.write(frames)
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(3, T, H, W)`` in [-1, 1]."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W) uint8
+    return x.float().div_(127.5).sub_(1.0).contiguous()
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """Float ``(3, T, H, W)`` in [-1, 1] (any float dtype or device) -> uint8 ``(T, H, W, 3)``, clamped, rounded."""
+    if x.ndim != 4 or x.shape[0] != 3:
+        raise ValueError(f"pixels must be (3, T, H, W), got shape {tuple(x.shape)}")
+    y = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8)
+    return y.permute(1, 2, 3, 0).contiguous().cpu().numpy()

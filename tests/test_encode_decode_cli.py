@@ -1,0 +1,181 @@
+"""``pvvae encode`` / ``pvvae decode`` end to end, through the installed console command where it matters."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pvvae_cli import VideoVAE
+from pvvae_cli.cli.app import app
+from pvvae_cli.latents import load_latent
+from pvvae_cli.video_io import probe, read_clip, write_video
+
+MODEL = "preset:tiny"
+runner = CliRunner()
+
+
+def pvvae(*args, check_rc=None):
+    exe = shutil.which("pvvae")
+    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
+    out = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check_rc is not None:
+        assert out.returncode == check_rc, out.stderr
+    return out
+
+
+def moving(t, h=70, w=100, seed=0):
+    """uint8 (t, h, w, 3): a bright square moving right over a noisy background."""
+    rng = np.random.default_rng(seed)
+    frames = np.repeat(rng.integers(0, 80, (1, h, w, 3), dtype=np.uint8), t, axis=0)
+    for i in range(t):
+        frames[i, 10:30, 5 + 3 * i : 25 + 3 * i] = 230
+    return frames
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """Odd inputs (1, 2, 16, 18 frames of 100x70, an image in a subfolder) encoded once by the installed command."""
+    root = tmp_path_factory.mktemp("cli")
+    clips = root / "clips"
+    for t in (1, 2, 16, 18):
+        write_video(clips / f"c{t}.mp4", moving(t, seed=t), fps=12)
+    write_video(clips / "stills" / "img.png", moving(1), fps=0)
+    out = pvvae("encode", clips, "-o", root / "lat", "--model", MODEL, "--manifest", root / "m.jsonl", check_rc=0)
+    return root, out
+
+
+def test_roundtrip_restores_frames_and_size(encoded):
+    root, out = encoded
+    assert "encoded 5, skipped 0, failed 0" in out.stderr
+    lat = root / "lat"
+    names = sorted(p.relative_to(lat).as_posix() for p in lat.rglob("*.safetensors"))
+    assert names == ["c1.safetensors", "c16.safetensors", "c18.safetensors", "c2.safetensors",
+                     "stills/img.safetensors"]  # mirrors the input tree
+    z, meta = load_latent(lat / "c18.safetensors")
+    assert z.shape == (8, 6, 5, 7) and (meta.num_frames, meta.frame_pad, meta.height, meta.width) == (18, 3, 70, 100)
+    manifest = [json.loads(line) for line in (root / "m.jsonl").read_text().splitlines()]
+    assert len(manifest) == 5 and {m["frames"] for m in manifest} == {1, 2, 16, 18}
+    assert all(m["latent_shape"][0] == 8 and m["fps"] in (12.0, 0.0) for m in manifest)
+
+    out = pvvae("decode", lat, "-o", root / "rec", check_rc=0)  # the model is taken from the latents
+    assert "decoded 5, skipped 0, failed 0" in out.stderr
+    for t in (1, 2, 16, 18):
+        info = probe(root / "rec" / f"c{t}.mp4")
+        assert (info.num_frames, info.height, info.width, info.fps) == (t, 70, 100, 12.0)
+    img, _ = read_clip(root / "rec" / "stills" / "img.png")
+    assert img.shape == (1, 70, 100, 3)
+
+
+def test_resume_skips_and_option_change_needs_overwrite(encoded):
+    root, _ = encoded
+    lat = root / "lat"
+    before = {p: p.stat().st_mtime_ns for p in lat.rglob("*.safetensors")}
+    res = runner.invoke(app, ["encode", str(root / "clips"), "-o", str(lat), "--model", MODEL, "-q"])
+    assert res.exit_code == 0 and "encoded 0, skipped 5, failed 0" in res.output
+    assert before == {p: p.stat().st_mtime_ns for p in lat.rglob("*.safetensors")}  # nothing rewritten
+    clip = root / "clips" / "c2.mp4"
+    res = runner.invoke(app, ["encode", str(clip), "-o", str(lat), "--model", MODEL, "--frames", "1", "-q"])
+    assert res.exit_code == 1 and "other encode options; pass --overwrite" in res.output
+    res = runner.invoke(app, ["encode", str(clip), "-o", str(lat), "--model", MODEL, "--frames", "1", "-q",
+                              "--overwrite"])
+    assert res.exit_code == 0 and load_latent(lat / "c2.safetensors")[1].num_frames == 1
+
+
+def test_corrupt_and_empty_files_are_reported_and_the_batch_goes_on(tmp_path):
+    clips = tmp_path / "clips"
+    write_video(clips / "good.mp4", moving(5), fps=8)
+    (clips / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 200)
+    (clips / "empty.mov").write_bytes(b"")
+    res = runner.invoke(app, ["encode", str(clips), "str-missing", "-o", str(tmp_path / "lat"), "--model", MODEL,
+                              "-q", "--batch-size", "4"])
+    assert res.exit_code == 1
+    assert "corrupt.mp4: cannot decode video" in res.output and "empty.mov: empty file" in res.output
+    assert "str-missing: no such file or folder" in res.output and "encoded 1, skipped 0, failed 3" in res.output
+    assert sorted(os.listdir(tmp_path / "lat")) == ["good.safetensors"]
+    assert "Traceback" not in res.output
+
+
+def test_unwritable_output_and_missing_model(tmp_path):
+    write_video(tmp_path / "a.mp4", moving(1), fps=8)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = pvvae("encode", tmp_path / "a.mp4", "-o", tmp_path / "taken" / "lat", "--model", MODEL)
+    assert out.returncode == 2 and "error: cannot create output folder" in out.stderr
+    assert "Traceback" not in out.stderr
+    res = runner.invoke(app, ["encode", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "lat")])
+    assert res.exit_code == 2 and "no default weights are shipped yet: pass --model" in res.output
+    res = runner.invoke(app, ["encode", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "lat"), "--model", MODEL,
+                              "--size", "big"])
+    assert res.exit_code == 2 and "invalid size 'big'" in res.output
+
+
+def test_decode_refuses_other_model_unless_forced(encoded, tmp_path):
+    root, _ = encoded
+    latent = root / "lat" / "c1.safetensors"
+    other = tmp_path / "other-tiny"
+    VideoVAE.from_preset("tiny", base_channels=4).save_pretrained(other)
+    res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec"), "--model", str(other), "-q"])
+    assert res.exit_code == 1 and "config hash" in res.output and "--force" in res.output
+    assert not (tmp_path / "rec" / "c1.mp4").exists()
+    res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec"), "--model", str(other), "-q",
+                              "--force", "--format", "png"])
+    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == ["000000.png"]
+    res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec2"), "--model", "preset:small", "--force"])
+    assert res.exit_code == 1 and "8 channels, model preset:small expects 32" in res.output
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path):
+    clips = tmp_path / "clips"
+    for i in range(6):
+        write_video(clips / f"v{i}.mp4", moving(33, 64, 96, seed=i), fps=8)
+    lat = tmp_path / "lat"
+    proc = subprocess.Popen([shutil.which("pvvae"), "encode", str(clips), "-o", str(lat), "--model", MODEL, "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lat.exists() and any(lat.glob("*.safetensors"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    for p in lat.glob("*.safetensors"):
+        load_latent(p)  # every visible latent file is complete
+    assert all(p.name.startswith(".") or p.suffix == ".safetensors" for p in lat.iterdir())
+    res = runner.invoke(app, ["encode", str(clips), "-o", str(lat), "--model", MODEL, "-q"])
+    assert res.exit_code == 0 and "failed 0" in res.output
+    fresh = tmp_path / "fresh"
+    res = runner.invoke(app, ["encode", str(clips / "v5.mp4"), "-o", str(fresh), "--model", MODEL, "-q"])
+    assert torch.equal(load_latent(lat / "v5.safetensors")[0], load_latent(fresh / "v5.safetensors")[0])
+
+
+def test_mid_clip_read_error_in_a_batch(tmp_path, monkeypatch, tiny):
+    """A clip that fails half-way through reading fails alone; its batch mates are re-read and encoded."""
+    from pvvae_cli.inputs import expand_inputs, plan_jobs
+    from pvvae_cli.pipeline import Codec, EncodeOptions
+    from pvvae_cli.runner import run_encode
+
+    for i in range(3):
+        write_video(tmp_path / "clips" / f"v{i}.mp4", moving(9, 32, 32, seed=i), fps=8)
+    codec = Codec(tiny, MODEL, torch.device("cpu"), torch.float32)
+    real = Codec.read_pixels
+
+    def flaky(self, source, options, read_chunk=4):
+        for i, x in enumerate(real(self, source, options, read_chunk=4)):
+            if source.path.name == "v1.mp4" and i == 1:
+                raise OSError("disk went away")
+            yield x
+
+    monkeypatch.setattr(Codec, "read_pixels", flaky)
+    files, _ = expand_inputs([str(tmp_path / "clips")], frozenset({".mp4"}))
+    jobs, _ = plan_jobs(files, tmp_path / "lat", lambda _: ".safetensors")
+    outcomes = run_encode(codec, jobs, EncodeOptions(), batch_size=3, quiet=True)
+    assert [o.status for o in outcomes] == ["encoded", "failed", "encoded"]
+    assert outcomes[1].reason == "disk went away"
+    monkeypatch.setattr(Codec, "read_pixels", real)
+    z2 = load_latent(tmp_path / "lat" / "v2.safetensors")[0]
+    ref = codec.encode_file(tmp_path / "clips" / "v2.mp4", EncodeOptions()).latent
+    assert (z2 - ref).abs().max() <= 1e-5

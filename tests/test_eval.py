@@ -1,0 +1,244 @@
+"""`pvvae eval` and the evaluation library: protocol checks, numbers that match the metrics computed directly,
+the side-by-side table for two models, JSON/CSV contents, unavailable metrics, the speed protocol, and the
+two-set FVD/KVD comparison. Feature metrics use a tiny stand-in network (its numbers mean nothing)."""
+
+import csv
+import json
+import shutil
+import subprocess
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from pvvae_cli import VideoVAE
+from pvvae_cli.cli.app import app
+from pvvae_cli.evaluation import EvalProtocol, Unavailable, evaluate, load_clip, resize_center_crop
+from pvvae_cli.metrics import LPIPSMetric, psnr, ssim
+from pvvae_cli.metrics import fvd as fvd_mod
+from pvvae_cli.video_io import write_video
+
+runner = CliRunner()
+
+# The stand-in feature network is TorchScript, the format of StyleGAN-V's I3D; torch warns that jit is deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+
+def moving_square(num_frames: int, size: int = 32, step: int = 2, seed: int = 0) -> np.ndarray:
+    """uint8 (T, H, W, 3): a square moving diagonally over a flat background."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    frames[:] = rng.integers(20, 80, 3)
+    colour = rng.integers(150, 255, 3)
+    for t in range(num_frames):
+        p = min(2 + step * t, size - 8)
+        frames[t, p : p + 8, p : p + 8] = colour
+    return frames
+
+
+@pytest.fixture
+def clips(tmp_path):
+    d = tmp_path / "clips"
+    for i in range(3):
+        write_video(d / f"c{i}.mp4", moving_square(9, seed=i), fps=8.0)
+    return d
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    paths = []
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        VideoVAE.from_preset("tiny").save_pretrained(tmp_path / name)
+        paths.append(tmp_path / name)
+    return paths
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network and an empty torch hub cache: LPIPS and I3D weights cannot be had."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(fvd_mod.I3D_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+class _StandIn(nn.Module):
+    """A tiny video network with the I3D TorchScript signature, for tests only."""
+
+    name = "stand-in"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+
+@pytest.fixture
+def stand_in_i3d(tmp_path):
+    path = tmp_path / "stand_in_i3d.pt"
+    torch.jit.script(_StandIn()).save(str(path))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ library
+def test_protocol_checks():
+    with pytest.raises(ValueError, match="nearest valid: 13 or 17"):
+        EvalProtocol(frames=16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        EvalProtocol(size=40)
+    with pytest.raises(ValueError, match="context frames must be 1 \\+ 4a"):
+        EvalProtocol(frames=17, predict_context=4)
+    EvalProtocol(frames=17, predict_context=5)
+
+
+def test_resize_center_crop():
+    x = torch.zeros(3, 2, 40, 80)
+    x[:, :, :, 20:60] = 1.0  # the centre half is bright
+    y = resize_center_crop(x, 16)  # 40x80 -> 16x32 -> centre 16x16
+    assert y.shape == (3, 2, 16, 16)
+    assert y[:, :, :, 2:14].min() > 0.99  # the crop is the bright centre
+
+
+def test_load_clip_skips_short_videos(clips, tmp_path):
+    assert load_clip(clips / "c0.mp4", 9, 32).shape == (3, 9, 32, 32)
+    with pytest.raises(ValueError, match="has 9 frames, the protocol needs 13"):
+        load_clip(clips / "c0.mp4", 13, 32)
+
+
+def test_evaluate_matches_direct_metrics(clips):
+    vaes = [VideoVAE.from_preset("tiny").eval() for _ in range(2)]
+    models = [("m0", "preset:tiny", vaes[0]), ("m1", "preset:tiny", vaes[1])]
+    videos = sorted(clips.iterdir())
+    lpips = LPIPSMetric("alex", random_backbone=True)  # wiring only: never a reported number
+    report = evaluate(models, videos, EvalProtocol(frames=9, size=32, predict_context=5, batch_size=2),
+                      lpips=lpips, features=_StandIn())
+    assert report.videos == [str(v) for v in videos]
+    m0 = report.models[0]
+    x = load_clip(videos[1], 9, 32).unsqueeze(0)
+    with torch.no_grad():
+        recon = vaes[0].decode(vaes[0].encode(x).mode()).clamp(-1, 1)
+    row = m0.per_video[1]
+    assert row["video"] == str(videos[1])
+    assert row["psnr"] == pytest.approx(float(psnr(recon, x)), abs=1e-4)
+    assert row["ssim"] == pytest.approx(float(ssim(recon, x)), abs=1e-5)
+    assert m0.metrics["psnr"] == pytest.approx(np.mean([r["psnr"] for r in m0.per_video]))
+    assert set(m0.metrics) >= {"psnr", "ssim", "lpips", "rfvd", "pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim"}
+    assert m0.metrics["rfvd"] >= 0 and m0.metrics["lpips"] > 0
+    # Two different random models give different numbers; the copy baseline is the same for both.
+    m1 = report.models[1]
+    assert m0.metrics["psnr"] != m1.metrics["psnr"]
+    assert m0.metrics["copy_psnr"] == m1.metrics["copy_psnr"]
+
+
+def test_evaluate_reports_unavailable_metrics(clips):
+    models = [("m", "preset:tiny", VideoVAE.from_preset("tiny").eval())]
+    report = evaluate(models, sorted(clips.iterdir())[:1], EvalProtocol(frames=9, size=32),
+                      lpips=Unavailable("no LPIPS here"), features=_StandIn())
+    m = report.models[0]
+    assert "lpips" not in m.metrics and m.unavailable["lpips"] == "no LPIPS here"
+    assert "rfvd" not in m.metrics and "at least 2 videos" in m.unavailable["rfvd"]
+    table = report.to_markdown()
+    assert "| LPIPS ↓ | unavailable [1] |" in table and "[1] no LPIPS here" in table
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_eval_two_models_table_json_csv(clips, two_models, tmp_path, offline):
+    out_json, out_csv = tmp_path / "eval.json", tmp_path / "per_video.csv"
+    res = runner.invoke(app, ["eval", str(clips), "-m", str(two_models[0]), "-m", str(two_models[1]),
+                              "--frames", "9", "--size", "32", "--predict-context", "5",
+                              "--json", str(out_json), "--per-video", str(out_csv)])
+    assert res.exit_code == 0, res.output
+    # The markdown table: models side by side, LPIPS and rFVD unavailable with reasons and fixes.
+    a, b = str(two_models[0]), str(two_models[1])
+    assert f"| metric | {a} | {b} |" in res.output
+    for label in ("PSNR (dB) ↑", "SSIM ↑", "prediction PSNR (dB) ↑", "copy-last-frame PSNR (dB)"):
+        assert f"| {label} |" in res.output
+    assert "| LPIPS ↓ | unavailable [1] | unavailable [1] |" in res.output
+    assert "| rFVD ↓ | unavailable [2] | unavailable [2] |" in res.output
+    assert "alexnet-owt-7be5be79.pth" in res.output and "--i3d PATH" in res.output
+    data = json.loads(out_json.read_text())
+    p = data["protocol"]
+    assert (p["frames"], p["size"], p["predict_context"], p["posterior"]) == (9, 32, 5, "mode")
+    assert data["num_videos"] == 3 and len(data["videos"]) == 3
+    assert {"psnr", "ssim", "prediction"} <= set(p["metric_implementations"])
+    assert [m["name"] for m in data["models"]] == [a, b]
+    for m in data["models"]:
+        assert m["tag"] == "t4s16c8" and m["parameters"] > 0
+        assert {"psnr", "ssim", "pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim"} <= set(m["metrics"])
+        assert "lpips" not in m["metrics"] and "URLError" in m["unavailable"]["lpips"]
+        assert "rfvd" not in m["metrics"] and "could not be downloaded" in m["unavailable"]["rfvd"]
+        assert len(m["per_video"]) == 3
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 6 and {r["model"] for r in rows} == {a, b}
+    assert float(rows[0]["psnr"]) == pytest.approx(data["models"][0]["per_video"][0]["psnr"], rel=1e-5)
+    assert rows[0]["lpips"] == ""
+
+
+def test_cli_eval_rfvd_with_i3d_file_and_speed(clips, two_models, stand_in_i3d, tmp_path, offline):
+    out_json = tmp_path / "eval.json"
+    res = runner.invoke(app, ["eval", str(clips), "-m", str(two_models[0]), "--frames", "9", "--size", "32",
+                              "--no-lpips", "--i3d", str(stand_in_i3d), "--speed", "--speed-frames", "5",
+                              "--speed-batch", "1", "--speed-warmup", "1", "--speed-steps", "2",
+                              "--json", str(out_json)])
+    assert res.exit_code == 0, res.output
+    assert "| rFVD ↓ |" in res.output and "unavailable" not in res.output and "LPIPS" not in res.output
+    assert "speed (it/s, 5×32², batch 1) ↑" in res.output
+    m = json.loads(out_json.read_text())["models"][0]
+    assert m["metrics"]["rfvd"] >= 0 and m["metrics"]["it_s"] > 0
+    assert (m["speed"]["warmup"], m["speed"]["steps"], m["speed"]["batch"]) == (1, 2, 1)
+    assert "RSS" in m["speed"]["memory_measure"]
+
+
+def test_cli_eval_reference_vs_generated(clips, stand_in_i3d, tmp_path):
+    other = tmp_path / "other"
+    for i in range(3):
+        write_video(other / f"g{i}.mp4", np.full((9, 32, 32, 3), 200 - 40 * i, np.uint8), fps=8.0)
+    args = ["eval", "--reference", str(clips), "--i3d", str(stand_in_i3d), "--frames", "9", "--size", "32"]
+    same = runner.invoke(app, [*args, "--generated", str(clips), "--json", str(tmp_path / "same.json")])
+    assert same.exit_code == 0, same.output
+    data = json.loads((tmp_path / "same.json").read_text())
+    assert data["fvd"] < 1e-6 and (data["num_reference"], data["num_generated"]) == (3, 3)
+    assert "| FVD ↓ |" in same.output and "| KVD ↓ |" in same.output
+    diff = runner.invoke(app, [*args, "--generated", str(other), "--json", str(tmp_path / "diff.json")])
+    assert diff.exit_code == 0, diff.output
+    assert json.loads((tmp_path / "diff.json").read_text())["fvd"] > 1e-3
+
+
+def test_cli_eval_errors(clips, two_models, tmp_path, offline):
+    m = str(two_models[0])
+    res = runner.invoke(app, ["eval", str(clips), "-m", m, "--frames", "16"])
+    assert res.exit_code == 2 and "--frames must be 1 + 4k" in res.output and "13 or 17" in res.output
+    res = runner.invoke(app, ["eval", str(clips), "-m", m, "--frames", "9", "--predict-context", "4"])
+    assert res.exit_code == 2 and "--predict-context must be 1 + 4a" in res.output
+    res = runner.invoke(app, ["eval", str(clips)])
+    assert res.exit_code == 2 and "--model" in res.output
+    res = runner.invoke(app, ["eval", "--reference", str(clips)])
+    assert res.exit_code == 2 and "--generated" in res.output
+    res = runner.invoke(app, ["eval", "--reference", str(clips), "--generated", str(clips), "--no-download"])
+    assert res.exit_code == 2 and "downloading is off" in res.output
+    res = runner.invoke(app, ["eval", str(clips), "-m", m, "--frames", "13", "--size", "32"])
+    assert res.exit_code == 2 and "no clip could be evaluated" in res.output and "has 9 frames" in res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "missing"), "-m", m])
+    assert res.exit_code == 2 and "no such file or folder" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_console_eval(clips, tmp_path):
+    exe = shutil.which("pvvae")
+    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
+    res = subprocess.run([exe, "eval", str(clips / "c0.mp4"), "-m", "preset:tiny", "--frames", "5", "--size", "32",
+                          "--no-lpips", "--no-fvd"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "| metric | preset:tiny |" in res.stdout and "RANDOM weights" in res.stderr

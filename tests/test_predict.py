@@ -1,0 +1,192 @@
+"""`pvvae predict` and the prediction library: frame-count rules, causality of the decoded context, padding
+choices, the copy-last-frame baseline, latent files as context, and the CLI's errors."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pvvae_cli import VideoVAE
+from pvvae_cli.cli.app import app
+from pvvae_cli.prediction import (
+    check_prediction_frames,
+    copy_last_frame,
+    predict_from_latents,
+    predict_future,
+    score_prediction,
+)
+from pvvae_cli.video_io import probe, write_video
+
+runner = CliRunner()
+
+
+def moving_square(num_frames: int = 13, size: int = 32, step: int = 2, seed: int = 0) -> np.ndarray:
+    """uint8 (T, H, W, 3): a bright square moving right by ``step`` px per frame over a flat background."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    frames[:] = rng.integers(20, 80, 3)
+    colour = rng.integers(150, 255, 3)
+    for t in range(num_frames):
+        x = min(2 + step * t, size - 8)
+        frames[t, 12:20, x : x + 8] = colour
+    return frames
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, moving_square(), fps=10.0)
+    return path
+
+
+@pytest.fixture
+def weights(tmp_path):
+    d = tmp_path / "tiny"
+    VideoVAE.from_preset("tiny").save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def gaussian_weights(tmp_path):
+    d = tmp_path / "tiny_gauss"
+    VideoVAE.from_preset("tiny", padding_mode="gaussian").save_pretrained(d)
+    return d
+
+
+# ------------------------------------------------------------------------------------------------ library
+def test_frame_count_rules_name_nearest_values():
+    check_prediction_frames(1, 4)
+    check_prediction_frames(5, 12)
+    with pytest.raises(ValueError, match=r"got 7; nearest valid: 5 or 9"):
+        check_prediction_frames(7, 4)
+    with pytest.raises(ValueError, match=r"got 0; nearest valid: 1"):
+        check_prediction_frames(0, 4)
+    with pytest.raises(ValueError, match=r"got 6; nearest valid: 4 or 8"):
+        check_prediction_frames(5, 6)
+    with pytest.raises(ValueError, match=r"got 0; nearest valid: 4"):
+        check_prediction_frames(5, 0)
+
+
+def test_predict_future_shapes_and_causal_context(tiny):
+    context = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    out = predict_future(tiny, context, 8)
+    assert out.shape == (2, 3, 13, 32, 32)
+    assert out.min() >= -1 and out.max() <= 1
+    # The decoder is causal: the first 5 frames are exactly the reconstruction of the context alone.
+    with torch.no_grad():
+        recon = tiny.decode(tiny.encode(context).mode()).clamp(-1, 1)
+    assert torch.allclose(out[:, :, :5], recon, atol=1e-5)
+    # Learned padding token (zero-initialised) vs Gaussian padding: the futures differ, the context does not.
+    gen = torch.Generator().manual_seed(0)
+    noisy = predict_future(tiny, context, 8, padding="gaussian", generator=gen)
+    assert torch.allclose(noisy[:, :, :5], out[:, :, :5], atol=1e-5)
+    assert not torch.allclose(noisy[:, :, 5:], out[:, :, 5:], atol=1e-3)
+    again = predict_future(tiny, context, 8, padding="gaussian", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+
+
+def test_learned_padding_needs_a_padding_token():
+    vae = VideoVAE.from_preset("tiny", padding_mode="gaussian").eval()
+    assert vae.padding_token is None
+    with pytest.raises(ValueError, match="no learned padding tokens.*gaussian"):
+        predict_future(vae, torch.zeros(1, 3, 1, 32, 32), 4, padding="learnable")
+    assert predict_future(vae, torch.zeros(1, 3, 1, 32, 32), 4).shape[2] == 5  # auto -> gaussian
+
+
+def test_predict_from_latents_frame_count(tiny):
+    z = torch.randn(1, 8, 2, 2, 2)  # 2 latent frames = 5 context frames
+    assert predict_from_latents(tiny, z, 4).shape == (1, 3, 9, 32, 32)
+
+
+def test_copy_baseline_and_scores():
+    frames = torch.from_numpy(moving_square(9)).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, 9, 32, 32)
+    x = frames.unsqueeze(0)
+    truth = x[:, :, 5:]
+    last = x[:, :, 4:5]
+    assert copy_last_frame(x[:, :, :5], 4).shape == (1, 3, 4, 32, 32)
+    perfect, _ = score_prediction(truth, truth, last)
+    assert perfect.psnr == 100.0 and perfect.beats_copy
+    assert perfect.copy_psnr < 40 and perfect.copy_ssim < 1  # the square moves: standing still is imperfect
+    standing, per = score_prediction(copy_last_frame(last, 4), truth, last)
+    assert standing.psnr == pytest.approx(standing.copy_psnr) and not standing.beats_copy
+    assert per["psnr"].shape == (1,)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_predict_scores_and_writes(clip, weights, tmp_path):
+    out = tmp_path / "pred.mp4"
+    res = runner.invoke(app, ["predict", str(clip), "-o", str(out), "-m", str(weights),
+                              "--context-frames", "5", "--future-frames", "8"])
+    assert res.exit_code == 0, res.output
+    assert "predicted frames 5..12 (8) vs ground truth" in res.output
+    assert "copy last frame" in res.output and "copying the last observed frame (PSNR" in res.output
+    info = probe(out)
+    assert (info.num_frames, info.width, info.height, info.fps) == (13, 32, 32, 10.0)
+
+
+def test_cli_predict_side_by_side_and_partial_truth(clip, weights, tmp_path):
+    out = tmp_path / "sbs.mp4"
+    res = runner.invoke(app, ["predict", str(clip), "-o", str(out), "-m", str(weights), "--side-by-side",
+                              "--future-frames", "8"])
+    assert res.exit_code == 0, res.output
+    assert (probe(out).width, probe(out).height) == (64, 32)
+    # 13 frames: context 9 + future 8 has only 4 true future frames; scored on those, no side-by-side.
+    res = runner.invoke(app, ["predict", str(clip), "-o", str(out), "-m", str(weights), "--side-by-side",
+                              "--context-frames", "9", "--future-frames", "8"])
+    assert res.exit_code == 0, res.output
+    assert "only 4 of the 8 future frames" in res.output
+    assert probe(out).num_frames == 17 and probe(out).width == 32
+
+
+def test_cli_predict_errors(clip, weights, gaussian_weights, tmp_path):
+    out = str(tmp_path / "x.mp4")
+    res = runner.invoke(app, ["predict", str(clip), "-o", out, "-m", str(weights), "--context-frames", "7"])
+    assert res.exit_code == 2 and "--context-frames must be 1 + 4a" in res.output and "5 or 9" in res.output
+    res = runner.invoke(app, ["predict", str(clip), "-o", out, "-m", str(weights), "--future-frames", "6"])
+    assert res.exit_code == 2 and "nearest valid: 4 or 8" in res.output
+    res = runner.invoke(app, ["predict", str(clip), "-o", out, "-m", str(weights), "--context-frames", "17"])
+    assert res.exit_code == 2 and "has 13 frames" in res.output and "--context-frames 13 or less" in res.output
+    res = runner.invoke(app, ["predict", str(clip), "-o", out, "-m", str(gaussian_weights), "--padding", "learnable"])
+    assert res.exit_code == 2 and "no learned padding tokens" in res.output
+    odd = tmp_path / "odd.mp4"
+    write_video(odd, moving_square(size=40), fps=10.0)
+    res = runner.invoke(app, ["predict", str(odd), "-o", out, "-m", str(weights)])
+    assert res.exit_code == 2 and "not multiples of 16" in res.output and "--size" in res.output
+    res = runner.invoke(app, ["predict", str(odd), "-o", out, "-m", str(weights), "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_predict_from_latent_file(weights, tmp_path):
+    from pvvae_cli.latents import LatentMeta, config_hash, save_latent
+
+    vae = VideoVAE.from_pretrained(weights)
+    x = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).mode()[0]  # (8, 2, 2, 2)
+    meta = LatentMeta(model=str(weights), config_hash=config_hash(vae.config), latent_channels=8,
+                      model_tag=vae.config.tag, normalized=False, posterior="mode", source="clip.mp4", fps=12.0,
+                      num_frames=5, height=32, width=32, encoded_frames=5, encoded_height=32, encoded_width=32)
+    latent = save_latent(tmp_path / "clip.safetensors", z, meta)
+    out = tmp_path / "from_latent.mp4"
+    res = runner.invoke(app, ["predict", str(latent), "-o", str(out), "-m", str(weights), "--future-frames", "4"])
+    assert res.exit_code == 0, res.output
+    info = probe(out)
+    assert (info.num_frames, info.fps) == (9, 12.0)
+    other = tmp_path / "other"
+    VideoVAE.from_preset("tiny", latent_channels=4).save_pretrained(other)
+    res = runner.invoke(app, ["predict", str(latent), "-o", str(out), "-m", str(other)])
+    assert res.exit_code == 2 and "not this model's architecture" in res.output
+
+
+def test_console_predict(clip, weights, tmp_path):
+    exe = shutil.which("pvvae")
+    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
+    out = tmp_path / "console.mp4"
+    res = subprocess.run([exe, "predict", str(clip), "-o", str(out), "-m", str(weights), "--future-frames", "4"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "prediction" in res.stdout and out.is_file()
