@@ -16,6 +16,8 @@ What is measured (random weights for both models: speed and memory do not depend
 - allocator: like the CLI, the script first calls ``pvvae_cli.allocator.keep_freed_memory()`` (glibc keeps
   freed blocks instead of unmapping them; process-wide, so it applies to the reference too); pass
   ``--default-allocator`` to measure without it.
+- folder: ``run_encode`` (the CLI's runner) over a folder of mp4 clips against the model's time on the same
+  clips already in memory: the reader thread should hide reading and decoding behind compute.
 - memory: for each clip length, a fresh subprocess writes nothing but runs the real file pipeline:
   ``Codec.encode_file`` (decord reading in chunks) + ``save_latent``, then another one ``load_latent`` +
   ``decode_to_file`` (mp4). Peak = ``VmHWM`` of that process (its peak resident set size, from
@@ -225,6 +227,48 @@ def memory(args) -> None:
         print(f"{mode}: peak at {hi} frames / peak at {lo} frames = {ratio:.3f}")
 
 
+# ---------------------------------------------------------------------------------------------- folder
+def folder(args) -> None:
+    """``run_encode`` over a folder of mp4 clips (reader thread decoding ahead) vs the model's own time on the
+    same clips already decoded into tensors: how much of the I/O is hidden behind compute."""
+    import numpy as np
+
+    from pvvae_cli import VideoVAE
+    from pvvae_cli.inputs import expand_inputs, plan_jobs
+    from pvvae_cli.pipeline import Codec, EncodeOptions
+    from pvvae_cli.runner import run_encode
+    from pvvae_cli.video_io import write_video
+
+    torch.manual_seed(0)
+    codec = Codec(VideoVAE.from_preset(args.preset).eval(), f"preset:{args.preset}", torch.device("cpu"),
+                  torch.float32)
+    n, t, size = args.folder_clips, args.frames, args.size
+    with tempfile.TemporaryDirectory() as work:
+        tensors = []
+        for i in range(n):
+            x = clip(t, size, seed=i)[0]
+            frames = ((x.permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy().astype(np.uint8)
+            write_video(Path(work) / "clips" / f"c{i}.mp4", frames, fps=24)
+            tensors.append(x)
+        opts = EncodeOptions(tile="off")
+        source = codec.plan_source(Path(work) / "clips" / "c0.mp4", opts)
+        with torch.inference_mode():
+            codec.encode_stream([tensors[0][None]], source.plan, opts)  # warm-up
+            t0 = time.perf_counter()
+            for x in tensors:
+                codec.encode_stream([x[None, :, :1], x[None, :, 1:]], source.plan, opts)
+            model_s = time.perf_counter() - t0
+        files, _ = expand_inputs([str(Path(work) / "clips")], frozenset({".mp4"}))
+        jobs, _ = plan_jobs(files, Path(work) / "lat", lambda _: ".safetensors")
+        t0 = time.perf_counter()
+        outcomes = run_encode(codec, jobs, opts, quiet=True)
+        wall_s = time.perf_counter() - t0
+    assert all(o.status == "encoded" for o in outcomes)
+    print(f"\nfolder of {n} mp4 clips ({t}x{size}x{size}), preset {args.preset}, fp32: run_encode wall "
+          f"{wall_s:.2f} s (read + decode + encode + write) vs model compute alone {model_s:.2f} s "
+          f"(ratio {wall_s / model_s:.2f})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="base")
@@ -236,6 +280,7 @@ def main() -> None:
     p.add_argument("--memory-frames", type=int, nargs="*", default=[17, 65, 129])
     p.add_argument("--memory-size", type=int, default=128)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--folder-clips", type=int, default=8, help="clips for the folder test (0: skip it)")
     p.add_argument("--default-allocator", action="store_true", help="do not call allocator.keep_freed_memory()")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     p.add_argument("--_video", help=argparse.SUPPRESS)
@@ -254,6 +299,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {os.cpu_count()} cores")
     if not args.skip_speed:
         speed(args)
+    if args.folder_clips:
+        folder(args)
     if args.memory_frames:
         memory(args)
 

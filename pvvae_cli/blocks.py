@@ -23,12 +23,13 @@ class ChannelRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Compute the statistic in fp32: under bf16 autocast a sum of squares over hundreds of channels loses
-        # too much precision. For bf16 input the squares themselves stay bf16 (each rounded to nearest, so the
-        # errors average out over the channels) and only the sum is fp32: as accurate, without materialising
-        # an fp32 copy of the whole activation (the copy cost more than the rest of the norm).
+        # The statistic must not be accumulated in bf16 (a sum of squares over hundreds of channels would lose
+        # too much precision). For bf16 input the squares stay bf16 (each rounded to nearest, unbiased) and the
+        # mean is accumulated in fp32 by the reduction kernel itself (CPU and CUDA accumulate bf16 in fp32),
+        # then rounded once: as accurate in effect as an fp32 copy of the activation, which cost more than the
+        # rest of the norm. Other dtypes (fp16 could overflow the squares) compute in fp32.
         if x.dtype == torch.bfloat16:
-            ms = torch.sum(x * x, dim=1, keepdim=True, dtype=torch.float32) / x.shape[1]
+            ms = (x * x).mean(dim=1, keepdim=True).float()
         else:
             ms = x.float().pow(2).mean(dim=1, keepdim=True)
         rms = torch.rsqrt(ms + self.eps).to(x.dtype)
@@ -110,8 +111,17 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         if self.time_conv is not None:
             b, c, t, h, w = x.shape
-            y = self.time_conv(x, state).view(b, 2, c, t, h, w)
-            x = torch.stack([y[:, 0], y[:, 1]], dim=3).view(b, c, 2 * t, h, w)  # interleave: (B, C, 2T, H, W)
+            y = self.time_conv(x, state)  # (B, 2C, T, H, W): channels [0, C) -> even frames, [C, 2C) -> odd
+            cl = torch.channels_last_3d
+            if y.is_contiguous(memory_format=cl) and not (torch.is_grad_enabled() and y.requires_grad):
+                # Inference on channels-last activations: interleave into channels-last too (the stack below
+                # would return the standard layout, which the next convolution would have to transpose back).
+                x = torch.empty((b, c, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=cl)
+                x[:, :, 0::2] = y[:, :c]
+                x[:, :, 1::2] = y[:, c:]
+            else:
+                y = y.view(b, 2, c, t, h, w)
+                x = torch.stack([y[:, 0], y[:, 1]], dim=3).view(b, c, 2 * t, h, w)  # interleave: (B, C, 2T, H, W)
             if state is None or state.first_call(self):
                 x = x[:, :, 1:]
         x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")  # (B, C, T, 2H, 2W)

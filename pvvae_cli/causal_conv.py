@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 _MKLDNN = torch.backends.mkldnn.is_available()
-CHANNELS_LAST = False
 
 
 class StreamState:
@@ -72,48 +71,64 @@ class CausalConv3d(nn.Conv3d):
         self.time_pad = k[0] - 1
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:  # (B, C, T, H, W)
+        fast = self._cpu_inference_dtype(x)
         if self.time_pad == 0 and self.stride[0] == 1:
-            return self._conv(x)
+            return self._conv(x, fast)
         past = state.get(self) if state is not None else None
-        if past is None:
-            past = x.new_zeros(x.shape[0], x.shape[1], self.time_pad, *x.shape[3:])
-        x = torch.cat([past, x], dim=2)
+        b, c, t, h, w = x.shape
+        if fast is None:  # autograd, CUDA, fp16: the plain differentiable concatenation
+            if past is None:
+                past = x.new_zeros(b, c, self.time_pad, h, w)
+            padded = torch.cat([past, x], dim=2)
+        else:
+            # Build the padded input directly in the dtype and layout the convolution consumes: one copy.
+            # (A strided conv's cached past can be longer than time_pad: it starts at the next output window.)
+            fmt = torch.channels_last_3d
+            lead = self.time_pad if past is None else past.shape[2]
+            padded = torch.empty((b, c, lead + t, h, w), dtype=fast, device=x.device, memory_format=fmt)
+            if past is None:
+                padded[:, :, :lead].zero_()
+            else:
+                padded[:, :, :lead].copy_(past)
+            padded[:, :, lead:].copy_(x)
         if state is not None:
             # Output window j starts at padded frame j * stride; keep everything from the first window not yet
             # computed, which is exactly what the next chunk's first window starts with.
-            n_out = (x.shape[2] - self.kernel_size[0]) // self.stride[0] + 1
-            state.set(self, x[:, :, n_out * self.stride[0] :].detach().clone())
-        return self._conv(x)
+            n_out = (padded.shape[2] - self.kernel_size[0]) // self.stride[0] + 1
+            state.set(self, padded[:, :, n_out * self.stride[0] :].detach().clone())
+        return self._conv(padded, fast)
 
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if x.device.type == "cpu" and _MKLDNN and not needs_grad:
-            return self._conv_cpu_inference(x)
-        return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
-
-    def _conv_cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """oneDNN convolution called directly. ``F.conv3d`` picks PyTorch's slow im2col path for batch-1 inputs
-        with ``C * T * H < 20480``, which is every chunk of streamed inference in the small models (up to 10x
-        slower); the result is the same. Autocast is applied by hand (it does not know this op), with the
-        low-precision weights cached while the parameters are unchanged."""
+    def _cpu_inference_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The dtype for the direct oneDNN path (CPU, no autograd, fp32 or bf16 compute), else None."""
+        if x.device.type != "cpu" or not _MKLDNN:
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return None
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if dtype not in (torch.float32, torch.bfloat16):
+        return dtype if dtype in (torch.float32, torch.bfloat16) else None
+
+    def _conv(self, x: torch.Tensor, fast: torch.dtype | None) -> torch.Tensor:
+        if fast is None:
             return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
-        weight, bias = self._weights_as(dtype)
-        x = x.to(dtype)
-        if CHANNELS_LAST:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        # oneDNN called directly: F.conv3d picks PyTorch's slow im2col path for batch-1 inputs with
+        # C * T * H < 20480, which is every chunk of streamed inference in the small models (up to 10x slower);
+        # the result is the same. Autocast is applied by hand (it does not know this op). Activations are
+        # channels-last: oneDNN's brgemm kernels are faster on it (10-20 % for bf16 and for narrow fp32 layers,
+        # never slower; measured on the build machine) and it needs no activation reorders. The weights keep
+        # their standard layout: channels-last weights gain < 1 % here and would double fp32 weight memory.
+        weight, bias = self._weights_as(fast)
+        x = x.to(fast).contiguous(memory_format=torch.channels_last_3d)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
 
     def _weights_as(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        fmt = torch.channels_last_3d if CHANNELS_LAST else torch.contiguous_format
-        if dtype == self.weight.dtype and fmt == torch.contiguous_format:
+        """The parameters in ``dtype``, the converted copy cached while they are unchanged (inference only)."""
+        if dtype == self.weight.dtype:
             return self.weight.detach(), None if self.bias is None else self.bias.detach()
-        key = (dtype, fmt, self.weight._version, self.weight.data_ptr(),
+        key = (dtype, self.weight._version, self.weight.data_ptr(),
                None if self.bias is None else (self.bias._version, self.bias.data_ptr()))
         cache = self.__dict__.get("_cast_cache")
         if cache is None or cache[0] != key:
             bias = None if self.bias is None else self.bias.detach().to(dtype)
-            cache = (key, self.weight.detach().to(dtype).contiguous(memory_format=fmt), bias)
+            cache = (key, self.weight.detach().to(dtype), bias)
             self.__dict__["_cast_cache"] = cache  # a plain attribute: never part of the state dict
         return cache[1], cache[2]

@@ -61,8 +61,9 @@ def scan_media(roots: Sequence[str | Path], videos_only: bool) -> list[Path]:
     return files
 
 
-def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """``(3, T, H, W)`` -> ``(3, T, size, size)``: short side resized to ``size``, then a random square crop."""
+def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """``(3, T, H, W)`` in [-1, 1] -> ``(3, T, size, size)``: short side resized to ``size``, then a square crop,
+    random when ``rng`` is given (training), centred otherwise (evaluation)."""
     _, _, h, w = x.shape
     scale = size / min(h, w)
     if scale != 1.0:
@@ -71,8 +72,10 @@ def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.T
         x = F.interpolate(x.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=scale < 1,
                           align_corners=False).transpose(0, 1)
         h, w = nh, nw
-    top = int(rng.integers(h - size + 1))
-    left = int(rng.integers(w - size + 1))
+    if rng is None:
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
     return x[:, :, top : top + size, left : left + size].clamp(-1.0, 1.0).contiguous()
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .atomic import atomic_path
+from .data import resize_crop
 from .device import autocast
 from .metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, kernel_distance
 from .metrics.image import psnr, ssim
@@ -75,16 +75,7 @@ def collect_videos(inputs: Sequence[str | Path], include_images: bool = False) -
 
 def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """``(3, T, H, W)`` in [-1, 1] -> ``(3, T, size, size)``: short side resized to ``size``, centre crop."""
-    _, _, h, w = x.shape
-    scale = size / min(h, w)
-    if scale != 1.0:
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        # (T, 3, H, W): time as the batch axis; antialias only matters when shrinking.
-        x = F.interpolate(x.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=scale < 1,
-                          align_corners=False).transpose(0, 1)
-        h, w = nh, nw
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[:, :, top : top + size, left : left + size].clamp(-1, 1).contiguous()
+    return resize_crop(x, size)
 
 
 def load_clip(path: str | Path, frames: int, size: int | None, start: int = 0) -> torch.Tensor:

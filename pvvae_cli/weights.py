@@ -7,8 +7,6 @@ included). Loading is strict and uses safetensors only: no pickle is ever unpick
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import atomic_path
 from .config import VAEConfig
 
 FORMAT_VERSION = 1
@@ -29,17 +28,6 @@ class WeightsError(ValueError):
     """A weights folder or repo that cannot be loaded; the message names the file and the problem."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def config_to_json(config: VAEConfig) -> dict:
     return {"class_name": CLASS_NAME, "format_version": FORMAT_VERSION, "pvvae_version": __version__,
             **config.to_dict()}
@@ -50,18 +38,13 @@ def save_pretrained(model, directory: str | Path, model_card: str | None = None)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "pvvae_format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    text = json.dumps(config_to_json(model.config), indent=2) + "\n"
-    _atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+    with atomic_path(directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(config_to_json(model.config), indent=2) + "\n")
     if model_card is not None:
-        _atomic_write_bytes(directory / CARD_NAME, model_card.encode())
+        with atomic_path(directory / CARD_NAME) as tmp:
+            tmp.write_text(model_card)
     return directory
 
 

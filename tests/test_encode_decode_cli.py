@@ -126,7 +126,8 @@ def test_decode_refuses_other_model_unless_forced(encoded, tmp_path):
     res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec"), "--model", str(other), "-q",
                               "--force", "--format", "png"])
     assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == ["000000.png"]
-    res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec2"), "--model", "preset:small", "--force"])
+    res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec2"), "--model", "preset:small",
+                              "--force"])
     assert res.exit_code == 1 and "8 channels, model preset:small expects 32" in res.output
 
 

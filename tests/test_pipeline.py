@@ -134,3 +134,17 @@ def test_decode_refuses_other_model(tiny, tmp_path):
         wide.check_latent(enc.latent, enc.meta, force=True)
     plan = FramePlan(1, 32, 32, 1, 32, 32)
     assert plan.invert(torch.zeros(3, 1, 32, 32)).shape == (3, 1, 32, 32)
+
+
+def test_bf16_inference_path_matches_autocast_reference(tiny):
+    """The direct oneDNN path (bf16, channels-last, used under inference_mode) agrees with plain autocast
+    F.conv3d (the autograd path), and chunked bf16 equals one-pass bf16."""
+    x = torch.rand(1, 3, 9, 32, 48) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.enable_grad():
+            ref = tiny.encoder(x.requires_grad_()).float().detach()  # autograd path: F.conv3d under autocast
+        with torch.inference_mode():
+            fast = tiny.encoder(x.detach()).float()
+            chunked = tiny.encode_chunked(x.detach()).mean.float()
+    assert (fast - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert (chunked - fast[:, :8]).abs().max() <= 0.005 * fast.abs().max()
