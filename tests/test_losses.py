@@ -25,13 +25,7 @@ def _clip(t=9, size=16):
     return torch.rand(2, 3, t, size, size) * 2 - 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread avoids OpenMP spin-waits, which make a shared 2-core machine many times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_motion_loss_zero_for_perfect_reconstruction_positive_otherwise():

@@ -15,14 +15,7 @@ from pvvae_cli.predictive import (
     sample_num_dropped,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread avoids OpenMP spin-waits, which make a shared 2-core machine many times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_group_partition():

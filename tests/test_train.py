@@ -20,13 +20,7 @@ from pvvae_cli.trainer import list_checkpoints, train
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread avoids OpenMP spin-waits, which make a shared 2-core machine many times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(preset="tiny", data=["synthetic:shapes"], frames=5, size=32, batch_size=1, steps=4, lr=1e-3,
             workers=0, log_every=1, val_every=100, val_clips=1, ckpt_every=100, disc_channels=8, disc_layers=2)
