@@ -13,7 +13,7 @@ What is measured (random weights for both models: speed and memory do not depend
   with the standard convolution formula), so GFLOP/s = counted FLOPs / best time.
 - bf16: ``torch.autocast`` bf16 vs fp32 for our model: speed-up and the PSNR change of the round trip
   (PSNR of decode(encode(x)) vs x, and PSNR of the bf16 round trip vs the fp32 one).
-- allocator: like the CLI, the script first calls ``pvvae_cli.allocator.keep_freed_memory()`` (glibc keeps
+- allocator: like the CLI, the script first calls ``pvvae_cli.runtime.allocator.keep_freed_memory()`` (glibc keeps
   freed blocks instead of unmapping them; process-wide, so it applies to the reference too); pass
   ``--default-allocator`` to measure without it.
 - folder: ``run_encode`` (the CLI's runner) over a folder of mp4 clips against the model's time on the same
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, register_flop_formula
 
-from pvvae_cli.allocator import keep_freed_memory
+from pvvae_cli.runtime.allocator import keep_freed_memory
 
 
 @register_flop_formula(torch.ops.aten.mkldnn_convolution)
@@ -104,9 +104,9 @@ def best_times(fns: dict, repeats: int) -> dict:
 
 def speed(args) -> None:
     from pvvae_cli import VideoVAE
-    from pvvae_cli.device import autocast
-    from pvvae_cli.framing import plan_frames
-    from pvvae_cli.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.framing import plan_frames
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
+    from pvvae_cli.runtime.device import autocast
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
@@ -175,8 +175,8 @@ def peak_rss_kib() -> int:
 def _memory_child(mode: str, preset: str, video: str, work: str) -> None:
     """Runs in a fresh process: one encode or decode of a file through the real pipeline; prints JSON."""
     from pvvae_cli import VideoVAE
-    from pvvae_cli.latents import load_latent, save_latent
-    from pvvae_cli.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.latents import load_latent, save_latent
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
 
     torch.manual_seed(0)
     codec = Codec(VideoVAE.from_preset(preset).eval(), f"preset:{preset}", torch.device("cpu"), torch.float32)
@@ -197,7 +197,7 @@ def _memory_child(mode: str, preset: str, video: str, work: str) -> None:
 def memory(args) -> None:
     import numpy as np
 
-    from pvvae_cli.video_io import write_video
+    from pvvae_cli.media.video_io import write_video
 
     print(f"\npeak memory (VmHWM = peak RSS of a fresh process, MiB; '+model' = increase over the peak right "
           f"after building the model), preset {args.preset}, {args.memory_size}x{args.memory_size}, fp32, "
@@ -234,10 +234,10 @@ def folder(args) -> None:
     import numpy as np
 
     from pvvae_cli import VideoVAE
-    from pvvae_cli.inputs import expand_inputs, plan_jobs
-    from pvvae_cli.pipeline import Codec, EncodeOptions
-    from pvvae_cli.runner import run_encode
-    from pvvae_cli.video_io import write_video
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.runner import run_encode
+    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
+    from pvvae_cli.media.video_io import write_video
 
     torch.manual_seed(0)
     codec = Codec(VideoVAE.from_preset(args.preset).eval(), f"preset:{args.preset}", torch.device("cpu"),

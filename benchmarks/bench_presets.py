@@ -16,7 +16,7 @@ from functools import partial
 import torch
 
 from pvvae_cli import PRESETS, VideoVAE
-from pvvae_cli.device import autocast, resolve_device, resolve_dtype
+from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
 
 
 def timed(fn, repeats: int) -> float:

@@ -37,17 +37,17 @@ def measure(preset: str, size: int, frames: int, precision: str, batch: int, dro
     import torch
 
     from pvvae_cli import VideoVAE
-    from pvvae_cli.device import autocast, resolve_device, resolve_dtype
-    from pvvae_cli.discriminator import PatchDiscriminator3D
-    from pvvae_cli.losses import (
+    from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
+    from pvvae_cli.train.discriminator import PatchDiscriminator3D
+    from pvvae_cli.train.losses import (
         adaptive_gan_weight,
         generator_adv_loss,
         hinge_d_loss,
         reconstruction_terms,
         weighted_sum,
     )
-    from pvvae_cli.predictive import PredictiveVAE
-    from pvvae_cli.synthetic import SyntheticClips
+    from pvvae_cli.train.objective import PredictiveVAE
+    from pvvae_cli.train.synthetic import SyntheticClips
 
     device = resolve_device("cpu")
     dtype = resolve_dtype(precision, device)

@@ -1,4 +1,4 @@
-from .cli.app import main
+from pvvae_cli.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pvvae_cli.data import (
+from pvvae_cli.media.video_io import write_video
+from pvvae_cli.train.data import (
     ClipDataset,
     DataError,
     StreamSampler,
@@ -12,8 +13,7 @@ from pvvae_cli.data import (
     make_dataset,
     make_loader,
 )
-from pvvae_cli.synthetic import KINDS, SyntheticClips
-from pvvae_cli.video_io import write_video
+from pvvae_cli.train.synthetic import KINDS, SyntheticClips
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -46,7 +46,7 @@ def test_synthetic_motion_is_predictable():
 
 
 def test_bounce_is_linear_motion_reflected_at_the_borders():
-    from pvvae_cli.synthetic import _bounce
+    from pvvae_cli.train.synthetic import _bounce
 
     t = np.arange(6, dtype=np.float64)
     pos = _bounce(np.array([2.0, 5.0]), np.array([1.0, 2.0]), t, np.zeros(2), np.array([10.0, 10.0]))

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.latents import load_latent
-from pvvae_cli.video_io import probe, read_clip, write_video
+from pvvae_cli.codec.latents import load_latent
+from pvvae_cli.media.video_io import probe, read_clip, write_video
 
 MODEL = "preset:tiny"
 runner = CliRunner()
@@ -155,9 +155,9 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path):
 
 def test_mid_clip_read_error_in_a_batch(tmp_path, monkeypatch, tiny):
     """A clip that fails half-way through reading fails alone; its batch mates are re-read and encoded."""
-    from pvvae_cli.inputs import expand_inputs, plan_jobs
-    from pvvae_cli.pipeline import Codec, EncodeOptions
-    from pvvae_cli.runner import run_encode
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.runner import run_encode
+    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
 
     for i in range(3):
         write_video(tmp_path / "clips" / f"v{i}.mp4", moving(9, 32, 32, seed=i), fps=8)

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.evaluation import EvalProtocol, Unavailable, evaluate, load_clip, resize_center_crop
+from pvvae_cli.eval.evaluation import EvalProtocol, Unavailable, evaluate, load_clip, resize_center_crop
+from pvvae_cli.media.video_io import write_video
 from pvvae_cli.metrics import LPIPSMetric, psnr, ssim
 from pvvae_cli.metrics import fvd as fvd_mod
-from pvvae_cli.video_io import write_video
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from pvvae_cli import PRESETS, VideoVAE
-from pvvae_cli.latents import (
+from pvvae_cli.codec.latents import (
     FORMAT_VERSION,
     LatentFormatError,
     LatentMeta,

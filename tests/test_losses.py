@@ -5,8 +5,10 @@ import urllib.error
 import pytest
 import torch
 
-from pvvae_cli.discriminator import PatchDiscriminator3D
-from pvvae_cli.losses import (
+from pvvae_cli.metrics.perceptual import MetricUnavailable
+from pvvae_cli.models.posterior import DiagonalGaussian
+from pvvae_cli.train.discriminator import PatchDiscriminator3D
+from pvvae_cli.train.losses import (
     LPIPSLoss,
     adaptive_gan_weight,
     generator_adv_loss,
@@ -17,8 +19,6 @@ from pvvae_cli.losses import (
     reconstruction_terms,
     weighted_sum,
 )
-from pvvae_cli.perceptual import MetricUnavailable
-from pvvae_cli.posterior import DiagonalGaussian
 
 
 def _clip(t=9, size=16):

@@ -23,7 +23,7 @@ from pvvae_cli.metrics import (
     ssim_frames,
 )
 from pvvae_cli.metrics import fvd as fvd_mod
-from pvvae_cli.perceptual import load_lpips
+from pvvae_cli.metrics.perceptual import load_lpips
 
 # The stand-in feature network is TorchScript, the format of StyleGAN-V's I3D; torch warns that jit is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pvvae_cli import PRESETS, VAEConfig, VideoVAE
-from pvvae_cli.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 
 
 def clip(t, h=64, w=64, b=1):

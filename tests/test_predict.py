@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.prediction import (
+from pvvae_cli.codec.prediction import (
     check_prediction_frames,
     copy_last_frame,
     predict_from_latents,
     predict_future,
     score_prediction,
 )
-from pvvae_cli.video_io import probe, write_video
+from pvvae_cli.media.video_io import probe, write_video
 
 runner = CliRunner()
 
@@ -161,7 +161,7 @@ def test_cli_predict_errors(clip, weights, gaussian_weights, tmp_path):
 
 
 def test_cli_predict_from_latent_file(weights, tmp_path):
-    from pvvae_cli.latents import LatentMeta, config_hash, save_latent
+    from pvvae_cli.codec.latents import LatentMeta, config_hash, save_latent
 
     vae = VideoVAE.from_pretrained(weights)
     x = torch.rand(1, 3, 5, 32, 32) * 2 - 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pvvae_cli import VideoVAE
-from pvvae_cli.predictive import (
+from pvvae_cli.train.objective import (
     PredictiveVAE,
     kept_frames,
     max_dropped,
@@ -97,8 +97,8 @@ def test_learnable_padding_is_saved_and_loaded(tmp_path):
 
 
 def test_gaussian_padding_run_builds_a_gaussian_model(tmp_path):
-    from pvvae_cli.train_config import build_config
-    from pvvae_cli.trainer import build_vae
+    from pvvae_cli.train.config import build_config
+    from pvvae_cli.train.trainer import build_vae
 
     cfg = build_config("video", preset="tiny", data=["synthetic:shapes"], padding="gaussian")
     vae = build_vae(cfg)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pvvae_cli.tiling import TileGrid, TileSpec, tile_starts, use_tiling
+from pvvae_cli.codec.tiling import TileGrid, TileSpec, tile_starts, use_tiling
 
 
 def psnr(a, b):

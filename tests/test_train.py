@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.losses import reconstruction_terms, weighted_sum
-from pvvae_cli.predictive import PredictiveVAE, predictive_forward, sample_num_dropped
-from pvvae_cli.synthetic import SyntheticClips
-from pvvae_cli.train_config import ConfigError, TrainConfig, build_config
-from pvvae_cli.trainer import list_checkpoints, train
+from pvvae_cli.train.config import ConfigError, TrainConfig, build_config
+from pvvae_cli.train.losses import reconstruction_terms, weighted_sum
+from pvvae_cli.train.objective import PredictiveVAE, predictive_forward, sample_num_dropped
+from pvvae_cli.train.synthetic import SyntheticClips
+from pvvae_cli.train.trainer import list_checkpoints, train
 
 runner = CliRunner()
 
@@ -186,7 +186,7 @@ def test_cli_image_then_video_stage_with_config_and_resume_rules(tmp_path):
 def test_cli_bad_data_folder_errors(tmp_path, setup, message):
     import numpy as np
 
-    from pvvae_cli.video_io import write_video
+    from pvvae_cli.media.video_io import write_video
 
     folder = tmp_path / "data"
     if setup != "missing":

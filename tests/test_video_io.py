@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pvvae_cli.video_io import (
+from pvvae_cli.media.video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
     VideoReadError,

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pvvae_cli import VideoVAE
-from pvvae_cli.weights import WeightsError
+from pvvae_cli.models.weights import WeightsError
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
-from .decode import decode
-from .encode import encode
-from .eval import evaluate
-from .info import info
-from .predict import predict
-from .train import finetune_decoder, train
+from pvvae_cli import __version__
+from pvvae_cli.cli.decode import decode
+from pvvae_cli.cli.encode import encode
+from pvvae_cli.cli.eval import evaluate
+from pvvae_cli.cli.info import info
+from pvvae_cli.cli.predict import predict
+from pvvae_cli.cli.train import finetune_decoder, train
 
 app = typer.Typer(
     name="pvvae",

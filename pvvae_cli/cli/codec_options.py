@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, load_model
+from pvvae_cli.cli.common import fail, load_model
 
 
 class Dtype(StrEnum):
@@ -32,9 +32,9 @@ def open_codec(model: str | None, device: str, dtype: Dtype):
     """Resolve device and dtype (``pvvae_cli.device``), load the model, and wrap it in a ``Codec``."""
     import torch
 
-    from ..allocator import keep_freed_memory
-    from ..device import resolve_device, resolve_dtype
-    from ..pipeline import Codec
+    from pvvae_cli.codec.pipeline import Codec
+    from pvvae_cli.runtime.allocator import keep_freed_memory
+    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
     keep_freed_memory()  # several times faster elementwise ops on video-sized tensors (see allocator.py)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..config import PRESETS
+from pvvae_cli.models.pvvae.config import PRESETS
 
 
 class UserError(Exception):
@@ -18,7 +18,7 @@ def fail(message: str, code: int = 2) -> None:
 
 def load_model(spec: str, device: str = "cpu"):
     """A weights folder, a hub repo id, or ``preset:NAME`` (random weights: for tests and benchmarks only)."""
-    from ..vae import VideoVAE
+    from pvvae_cli.models.pvvae.model import VideoVAE
 
     if spec.startswith("preset:"):
         name = spec.split(":", 1)[1]

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
-from .common import fail
+from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
+from pvvae_cli.cli.common import fail
 
 
 class Format(StrEnum):
@@ -46,10 +46,10 @@ def decode(
 
     A latent made by a different model (config hash or channel mismatch) is refused unless --force.
     """
-    from ..inputs import expand_inputs, plan_jobs
-    from ..latents import LATENT_SUFFIX, LatentFormatError, read_meta
-    from ..runner import decoded_suffix, run_decode
-    from ..tiling import TileSpec
+    from pvvae_cli.codec.latents import LATENT_SUFFIX, LatentFormatError, read_meta
+    from pvvae_cli.codec.runner import decoded_suffix, run_decode
+    from pvvae_cli.codec.tiling import TileSpec
+    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
 
     if not 0 <= crf <= 51:
         fail(f"--crf must be in 0..51, got {crf}")

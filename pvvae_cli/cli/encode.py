@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
-from .common import fail
+from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
+from pvvae_cli.cli.common import fail
 
 
 class Fit(StrEnum):
@@ -58,13 +58,13 @@ def encode(
 
     Bad inputs are reported and skipped; the exit code is 1 if any input failed.
     """
-    from ..framing import parse_size
-    from ..inputs import expand_inputs, plan_jobs
-    from ..latents import LATENT_SUFFIX
-    from ..pipeline import EncodeOptions
-    from ..runner import run_encode, write_manifest
-    from ..tiling import TileSpec
-    from ..video_io import IMAGE_EXTS, VIDEO_EXTS
+    from pvvae_cli.codec.framing import parse_size
+    from pvvae_cli.codec.latents import LATENT_SUFFIX
+    from pvvae_cli.codec.pipeline import EncodeOptions
+    from pvvae_cli.codec.runner import run_encode, write_manifest
+    from pvvae_cli.codec.tiling import TileSpec
+    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
+    from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
 
     try:
         exts = VIDEO_EXTS | IMAGE_EXTS

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, load_model
-from .predict import Padding
+from pvvae_cli.cli.common import fail, load_model
+from pvvae_cli.cli.predict import Padding
 
 
 def _model_names(specs: list[str]) -> list[str]:
@@ -80,8 +80,7 @@ def evaluate(
 
     A metric whose network weights are not available is reported as unavailable, with the reason and the fix.
     """
-    from ..device import resolve_device, resolve_dtype
-    from ..evaluation import (
+    from pvvae_cli.eval.evaluation import (
         EvalProtocol,
         SpeedProtocol,
         Unavailable,
@@ -90,8 +89,9 @@ def evaluate(
         sets_markdown,
         write_json,
     )
-    from ..evaluation import evaluate as run_evaluation
-    from ..metrics import LPIPSMetric, MetricUnavailable, load_i3d
+    from pvvae_cli.eval.evaluation import evaluate as run_evaluation
+    from pvvae_cli.metrics import LPIPSMetric, MetricUnavailable, load_i3d
+    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
     try:
         dev = resolve_device(device)

@@ -7,8 +7,8 @@ from typing import Annotated
 import torch
 import typer
 
-from ..config import PRESETS
-from .common import fail, load_model
+from pvvae_cli.cli.common import fail, load_model
+from pvvae_cli.models.pvvae.config import PRESETS
 
 
 def info(
@@ -18,7 +18,7 @@ def info(
     ] = None,
 ) -> None:
     """Print the architecture and parameter count of a model, or the table of presets."""
-    from ..vae import VideoVAE
+    from pvvae_cli.models.pvvae.model import VideoVAE
 
     if model is None:
         typer.echo(f"{'preset':<12} {'latent':<10} {'parameters':>12}")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import typer
 
-from .common import fail, load_model
+from pvvae_cli.cli.common import fail, load_model
 
 
 class Padding(StrEnum):
@@ -68,10 +68,17 @@ def predict(
     When the video has the true future frames, prints PSNR and SSIM of the prediction against them and against
     the copy-the-last-observed-frame baseline.
     """
-    from ..device import resolve_device, resolve_dtype
-    from ..evaluation import resize_center_crop
-    from ..prediction import check_prediction_frames, predict_future, score_prediction
-    from ..video_io import VideoReadError, frames_to_tensor, probe, read_clip, tensor_to_frames, write_video
+    from pvvae_cli.codec.prediction import check_prediction_frames, predict_future, score_prediction
+    from pvvae_cli.eval.evaluation import resize_center_crop
+    from pvvae_cli.media.video_io import (
+        VideoReadError,
+        frames_to_tensor,
+        probe,
+        read_clip,
+        tensor_to_frames,
+        write_video,
+    )
+    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
     try:
         dev = resolve_device(device)
@@ -171,8 +178,8 @@ def predict(
 
 def _predict_latent(source: Path, vae, future_frames: int, pad: str, gen: torch.Generator, dt: torch.dtype):
     """Decode a latent file's context plus the predicted future: (output (1, 3, K + F, H, W), fps, observed)."""
-    from ..latents import LatentFormatError, config_hash, load_latent, weights_hash
-    from ..prediction import predict_from_latents
+    from pvvae_cli.codec.latents import LatentFormatError, config_hash, load_latent, weights_hash
+    from pvvae_cli.codec.prediction import predict_from_latents
 
     try:
         latent, meta = load_latent(source)

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from ..config import PRESETS
-from .common import fail
+from pvvae_cli.cli.common import fail
+from pvvae_cli.models.pvvae.config import PRESETS
 
 
 class Stage(StrEnum):
@@ -219,7 +219,7 @@ def finetune_decoder(
 
 def _absolute(spec: str) -> str:
     """Folders and local weights become absolute paths (the run stays valid from any working directory)."""
-    from ..data import is_synthetic
+    from pvvae_cli.train.data import is_synthetic
 
     path = Path(spec).expanduser()
     return spec if is_synthetic(spec) or not path.exists() else str(path.resolve())
@@ -227,12 +227,12 @@ def _absolute(spec: str) -> str:
 
 def _run(stage: str, config_file: Path | None, out: Path | None, resume: Path | None, quiet: bool,
          flags: dict) -> None:
-    from ..data import DataError
-    from ..perceptual import MetricUnavailable
-    from ..train_config import ConfigError, TrainConfig, build_config
-    from ..trainer import CONFIG_FILE, RESUMABLE_OVERRIDES, TrainError
-    from ..trainer import train as run_training
-    from ..weights import WeightsError
+    from pvvae_cli.metrics.perceptual import MetricUnavailable
+    from pvvae_cli.models.weights import WeightsError
+    from pvvae_cli.train.config import ConfigError, TrainConfig, build_config
+    from pvvae_cli.train.data import DataError
+    from pvvae_cli.train.trainer import CONFIG_FILE, RESUMABLE_OVERRIDES, TrainError
+    from pvvae_cli.train.trainer import train as run_training
 
     for key in ("data", "val_data"):
         if flags.get(key):

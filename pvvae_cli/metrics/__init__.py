@@ -8,8 +8,7 @@ Pixel inputs everywhere are ``(B, 3, T, H, W)`` or ``(N, 3, H, W)`` in [-1, 1]. 
 cannot be had raises ``MetricUnavailable`` (re-exported here) with the reason and the fix.
 """
 
-from ..perceptual import MetricUnavailable
-from .fvd import (
+from pvvae_cli.metrics.fvd import (
     FeatureExtractor,
     I3DFeatures,
     extract_features,
@@ -18,8 +17,9 @@ from .fvd import (
     kernel_distance,
     load_i3d,
 )
-from .image import mean, psnr, psnr_frames, ssim, ssim_frames
-from .lpips_metric import LPIPSMetric
+from pvvae_cli.metrics.image import mean, psnr, psnr_frames, ssim, ssim_frames
+from pvvae_cli.metrics.lpips_metric import LPIPSMetric
+from pvvae_cli.metrics.perceptual import MetricUnavailable
 
 __all__ = [
     "FeatureExtractor",

@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..perceptual import MetricUnavailable
+from pvvae_cli.metrics.perceptual import MetricUnavailable
 
 I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"  # StyleGAN-V's detector_url
 I3D_FILENAME = "i3d_torchscript.pt"

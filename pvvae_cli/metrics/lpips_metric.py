@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..perceptual import load_lpips
+from pvvae_cli.metrics.perceptual import load_lpips
 
 
 class LPIPSMetric:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .causal_conv import StreamState
+from pvvae_cli.models.causal_conv import StreamState
 
 TILE_MODES = ("auto", "on", "off")
 MARGIN = 0.25  # fraction of the overlap, at each tile border, that gets zero weight

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 
 
 class ChannelRMSNorm(nn.Module):
@@ -126,3 +126,21 @@ class Upsample(nn.Module):
                 x = x[:, :, 1:]
         x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")  # (B, C, T, 2H, 2W)
         return self.conv(x, state)
+
+
+def init_identity_residuals(model: nn.Module) -> None:
+    """Make every residual block of ``model`` start as the identity and temporal upsampling as frame repetition
+    (part of ``VideoVAE.initialize_weights``; see there for why)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ResBlock) and not m.conv2.weight.is_meta:
+                m.conv2.weight.zero_()
+            elif isinstance(m, FrameAttention) and not m.proj.weight.is_meta:
+                m.proj.weight.zero_()
+            elif isinstance(m, Upsample) and m.time_conv is not None and not m.time_conv.weight.is_meta:
+                w = m.time_conv.weight  # (2C, C, 3, 1, 1): output channels [0, C) even frames, [C, 2C) odd
+                c = w.shape[1]
+                eye = torch.eye(c, dtype=w.dtype, device=w.device)
+                w.zero_()
+                w[:c, :, -1, 0, 0] = eye
+                w[c:, :, -1, 0, 0] = eye

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .posterior import DiagonalGaussian
+from pvvae_cli.models.posterior import DiagonalGaussian
 
 
 def num_groups(num_frames: int, temporal_compression: int = 4) -> int:

@@ -13,9 +13,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .atomic import atomic_path
-from .config import VAEConfig
+from pvvae_cli import __version__
+from pvvae_cli.models.pvvae.config import VAEConfig
+from pvvae_cli.runtime.atomic import atomic_path
 
 FORMAT_VERSION = 1
 CLASS_NAME = "VideoVAE"
@@ -98,7 +98,7 @@ def resolve_weights_dir(name_or_path: str | Path, revision: str | None = None) -
 
 def load_pretrained(name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"):
     """Build a ``VideoVAE`` from a weights folder or hub repo id; strict about every tensor."""
-    from .vae import VideoVAE
+    from pvvae_cli.models.pvvae.model import VideoVAE
 
     directory = resolve_weights_dir(name_or_path, revision)
     config = read_config(directory / CONFIG_NAME)

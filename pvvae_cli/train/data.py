@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .synthetic import KINDS, SyntheticClips
+from pvvae_cli.train.synthetic import KINDS, SyntheticClips
 
 SYNTHETIC_PREFIX = "synthetic:"
 
@@ -36,7 +36,7 @@ def scan_media(roots: Sequence[str | Path], videos_only: bool) -> list[Path]:
     """All video (and, unless ``videos_only``, image) files under ``roots``, sorted; hidden files skipped.
 
     Raises ``DataError`` for a missing folder or one without usable files."""
-    from .video_io import IMAGE_EXTS, VIDEO_EXTS
+    from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
 
     exts = VIDEO_EXTS if videos_only else VIDEO_EXTS | IMAGE_EXTS
     files: list[Path] = []
@@ -115,7 +115,7 @@ class ClipDataset(Dataset):
         return self._perm[1]
 
     def _load(self, path: Path, rng: np.random.Generator) -> torch.Tensor:
-        from .video_io import VideoReadError, frames_to_tensor, probe, read_clip
+        from pvvae_cli.media.video_io import VideoReadError, frames_to_tensor, probe, read_clip
 
         info = self._info.get(path)
         if info is None:
@@ -131,7 +131,7 @@ class ClipDataset(Dataset):
         return resize_crop(frames_to_tensor(frames), self.size, rng)
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, tuple[str, ...]]:
-        from .video_io import VideoReadError
+        from pvvae_cli.media.video_io import VideoReadError
 
         position = int(position)
         n = len(self.files)

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .device import autocast
-from .metrics.image import psnr, ssim
-from .vae import VideoVAE
+from pvvae_cli.metrics.image import psnr, ssim
+from pvvae_cli.models.pvvae.model import VideoVAE
+from pvvae_cli.runtime.device import autocast
 
 
 def _nearest(value: int, valid) -> str:

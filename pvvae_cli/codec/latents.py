@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
-from .config import VAEConfig
+from pvvae_cli.models.pvvae.config import VAEConfig
+from pvvae_cli.runtime.atomic import atomic_path
 
 FORMAT = "pvvae-latent"
 FORMAT_VERSION = 1

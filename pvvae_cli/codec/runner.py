@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path
-from .inputs import Job
-from .latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
-from .pipeline import ClipSource, Codec, EncodeOptions
-from .tiling import TileSpec
-from .video_io import VideoReadError
+from pvvae_cli.codec.latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
+from pvvae_cli.codec.pipeline import ClipSource, Codec, EncodeOptions
+from pvvae_cli.codec.tiling import TileSpec
+from pvvae_cli.media.discovery import Job
+from pvvae_cli.media.video_io import VideoReadError
+from pvvae_cli.runtime.atomic import atomic_path
 
 LONG_CLIP_FRAMES = 64  # show a per-frame progress bar for clips longer than this
 

@@ -34,11 +34,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .atomic import atomic_path
-from .data import make_dataset, make_loader
-from .device import autocast, resolve_device, resolve_dtype
-from .discriminator import PatchDiscriminator3D
-from .losses import (
+from pvvae_cli.runtime.atomic import atomic_path
+from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
+from pvvae_cli.train.config import TrainConfig
+from pvvae_cli.train.data import make_dataset, make_loader
+from pvvae_cli.train.discriminator import PatchDiscriminator3D
+from pvvae_cli.train.losses import (
     LPIPSLoss,
     adaptive_gan_weight,
     generator_adv_loss,
@@ -46,8 +47,7 @@ from .losses import (
     reconstruction_terms,
     weighted_sum,
 )
-from .predictive import PredictiveVAE, kept_frames, num_groups, predictive_forward, sample_num_dropped
-from .train_config import TrainConfig
+from pvvae_cli.train.objective import PredictiveVAE, kept_frames, num_groups, predictive_forward, sample_num_dropped
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -210,7 +210,7 @@ def resolve_init(spec: str) -> str:
 def build_vae(cfg: TrainConfig):
     """The model a run starts from: ``--init`` weights or a ``--preset`` with random weights, with the padding
     mode of the run (``--padding``; the decoder stage keeps the model's, it is frozen there)."""
-    from .vae import VideoVAE
+    from pvvae_cli.models.pvvae.model import VideoVAE
 
     if cfg.init is not None:
         vae = VideoVAE.from_pretrained(resolve_init(cfg.init))
@@ -268,7 +268,7 @@ def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dt
     Returns ``(metrics, sample)``: metrics has ``psnr_recon``, ``ssim_recon`` and, for clips of more than one
     group, ``psnr_pred`` / ``ssim_pred`` on the predicted frames only and ``psnr_copy_last`` (the baseline that
     repeats the last observed frame); ``sample`` holds the first clips' (target, recon, pred) for a video."""
-    from .metrics.image import psnr, ssim
+    from pvvae_cli.metrics.image import psnr, ssim
 
     was_training = vae.training
     vae.eval()
@@ -303,7 +303,7 @@ def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dt
 
 def write_sample(path: Path, sample: dict, fps: float = 8.0) -> Path:
     """Rows = clips, columns = ground truth | reconstruction | prediction; mp4 (png for single frames)."""
-    from .video_io import tensor_to_frames, write_video
+    from pvvae_cli.media.video_io import tensor_to_frames, write_video
 
     cols = [sample["target"], sample["recon"]] + ([sample["pred"]] if "pred" in sample else [])
     rows = [torch.cat([col[i] for col in cols], dim=3) for i in range(cols[0].shape[0])]

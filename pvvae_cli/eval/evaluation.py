@@ -29,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import atomic_path
-from .data import resize_crop
-from .device import autocast
-from .metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, kernel_distance
-from .metrics.image import psnr, ssim
-from .metrics.lpips_metric import LPIPSMetric
-from .prediction import check_prediction_frames, predict_future, score_prediction
-from .vae import VideoVAE
-from .video_io import IMAGE_EXTS, VIDEO_EXTS, VideoReadError, frames_to_tensor, probe, read_clip
+from pvvae_cli import __version__
+from pvvae_cli.codec.prediction import check_prediction_frames, predict_future, score_prediction
+from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS, VideoReadError, frames_to_tensor, probe, read_clip
+from pvvae_cli.metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, kernel_distance
+from pvvae_cli.metrics.image import psnr, ssim
+from pvvae_cli.metrics.lpips_metric import LPIPSMetric
+from pvvae_cli.models.pvvae.model import VideoVAE
+from pvvae_cli.runtime.atomic import atomic_path
+from pvvae_cli.runtime.device import autocast
+from pvvae_cli.train.data import resize_crop
 
 
 class ClipSkipped(ValueError):

@@ -16,10 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample
-from .causal_conv import CausalConv3d, StreamState
-from .config import VAEConfig, get_preset
-from .posterior import DiagonalGaussian
+from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample
+from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.posterior import DiagonalGaussian
+from pvvae_cli.models.pvvae.config import VAEConfig, get_preset
+
+
+def init_current_frame_(conv: nn.Conv2d | nn.Conv3d) -> None:
+    """Initialise ``conv`` as a scale-preserving 2-D conv on the current frame (see ``initialize_weights``)."""
+    w = conv.weight
+    if w.is_meta:
+        return
+    fan_in = w.shape[1] * w.shape[-2] * w.shape[-1]  # input channels x spatial taps (one temporal tap is live)
+    with torch.no_grad():
+        if w.ndim == 5:
+            w.zero_()
+            w[:, :, -1].normal_(0.0, fan_in**-0.5)
+        else:
+            w.normal_(0.0, fan_in**-0.5)
+        if conv.bias is not None:
+            conv.bias.zero_()
 
 
 class Encoder(nn.Module):
@@ -104,7 +120,32 @@ class VideoVAE(nn.Module):
     INITIAL_LOGVAR = -6.0
 
     def initialize_weights(self) -> None:
-        """All non-default initialisation, in one place."""
+        """All non-default initialisation, in one place (``benchmarks/diagnose_learning.py`` measures why).
+
+        PyTorch's default conv init (uniform, variance ``1 / (3 * fan_in)`` with ``fan_in`` counting all
+        ``kt * kh * kw`` taps) shrank the signal at every un-normalised convolution: on a single frame two of the
+        three causal temporal taps see zero padding, so each stride-2 conv lost ~4x in amplitude and the latents
+        of different images were nearly equal (std across images 0.05). The decoder then learnt the mean colour
+        and the encoder's gradient vanished. Instead:
+
+        - every causal conv starts as its 2-D counterpart on the *current* frame: the spatial kernel, normal with
+          variance ``1 / (C_in * kh * kw)`` (preserves the activation scale), sits on the last temporal tap and
+          the past taps start at zero. An image and every frame of a video then see the same statistics at
+          init (a full 3-D fan-in is right for video and ~sqrt(3)x too small for images, or the reverse); the
+          past taps learn from the first step, since their inputs are not zero;
+        - the last conv of each residual branch (and the attention's output projection) starts at zero, so each
+          block starts as the identity and the trunk carries the signal through the whole depth;
+        - temporal upsampling starts as frame repetition (its two output halves copy the input);
+        - the posterior's log-variance bias starts at ``INITIAL_LOGVAR``.
+        """
+        from pvvae_cli.models.blocks import init_identity_residuals
+
+        for m in self.modules():
+            if isinstance(m, CausalConv3d):
+                init_current_frame_(m)
+            elif isinstance(m, nn.Conv2d):
+                init_current_frame_(m)
+        init_identity_residuals(self)
         bias = self.encoder.conv_out.bias
         if bias is not None and not bias.is_meta:
             with torch.no_grad():
@@ -121,12 +162,12 @@ class VideoVAE(nn.Module):
         cls, name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"
     ) -> VideoVAE:
         """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
-        from .weights import load_pretrained
+        from pvvae_cli.models.weights import load_pretrained
 
         return load_pretrained(name_or_path, revision=revision, device=device)
 
     def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        from .weights import save_pretrained
+        from pvvae_cli.models.weights import save_pretrained
 
         return save_pretrained(self, directory, model_card=model_card)
 

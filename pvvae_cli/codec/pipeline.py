@@ -23,15 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .causal_conv import StreamState
-from .device import autocast
-from .framing import FramePlan, pad_frames, plan_frames
-from .latents import LatentMeta, config_hash, weights_hash
-from .posterior import DiagonalGaussian
-from .tiling import TileGrid, TileSpec, use_tiling
-from .vae import VideoVAE
-from .video_io import VideoInfo, VideoWriter, clip_indices, frames_to_tensor, iter_clip, probe, tensor_to_frames
+from pvvae_cli import __version__
+from pvvae_cli.codec.framing import FramePlan, pad_frames, plan_frames
+from pvvae_cli.codec.latents import LatentMeta, config_hash, weights_hash
+from pvvae_cli.codec.tiling import TileGrid, TileSpec, use_tiling
+from pvvae_cli.media.video_io import (
+    VideoInfo,
+    VideoWriter,
+    clip_indices,
+    frames_to_tensor,
+    iter_clip,
+    probe,
+    tensor_to_frames,
+)
+from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.posterior import DiagonalGaussian
+from pvvae_cli.models.pvvae.model import VideoVAE
+from pvvae_cli.runtime.device import autocast
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .posterior import DiagonalGaussian
+from pvvae_cli.models.posterior import DiagonalGaussian
 
 
 def mse_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ class LPIPSLoss(nn.Module):
 
     def __init__(self, net: str = "alex", max_frames: int = 0, random_backbone: bool = False) -> None:
         super().__init__()
-        from .perceptual import load_lpips
+        from pvvae_cli.metrics.perceptual import load_lpips
 
         self.net = load_lpips(net, random_backbone=random_backbone)
         self.max_frames = max_frames

@@ -1,0 +1,1 @@
+"""Training: run config, the predictive objective, losses, discriminator, data, and the trainer."""
