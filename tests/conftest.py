@@ -8,19 +8,11 @@ def _seed():
 
 
 def scramble(model: torch.nn.Module) -> torch.nn.Module:
-    """Give every weight a random non-zero value, as a trained model has.
+    """Random weights on every tap (PyTorch's default init), so invariance tests exercise every path; see
+    ``pytorch_default_init_``."""
+    from pvvae_cli.train.learning import pytorch_default_init_
 
-    The model's own init starts past temporal taps and residual branches at zero (``initialize_weights``), which
-    would let invariance tests (causality, chunked == one pass, tiling) pass without exercising those paths."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
-                m.reset_parameters()  # PyTorch's default init: every tap random
-        if hasattr(model, "INITIAL_LOGVAR"):  # the posterior's log-variance bias as the model sets it
-            model.encoder.conv_out.bias[model.config.latent_channels :].fill_(model.INITIAL_LOGVAR)
-        if getattr(model, "padding_token", None) is not None:
-            model.padding_token.normal_()
-    return model
+    return pytorch_default_init_(model)
 
 
 @pytest.fixture
@@ -37,3 +29,100 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- shared by the training tests (test_train*.py, test_data.py, test_losses.py, test_predictive.py)
+
+# A run that takes seconds on one CPU thread: the tiny preset, 5-frame 32x32 synthetic clips, a small discriminator.
+TINY_TRAIN = dict(preset="tiny", data=["synthetic:shapes"], frames=5, size=32, batch_size=1, steps=4, lr=1e-3,
+                  workers=0, log_every=1, val_every=100, val_clips=1, ckpt_every=100, disc_channels=8, disc_layers=2)
+
+
+def tiny_train_config(stage: str = "video", **changes):
+    """``build_config(stage, ...)`` of ``TINY_TRAIN`` with ``changes``."""
+    from pvvae_cli.train.config import build_config
+
+    return build_config(stage, **{**TINY_TRAIN, **changes})
+
+
+def read_metrics(run_dir, kind: str | None = "train") -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl`` of one ``kind`` (``None``: every record)."""
+    import json
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def random_clip(*shape: int) -> torch.Tensor:
+    """Uniform pixels in [-1, 1], e.g. ``random_clip(2, 3, 9, 32, 32)`` for ``(B, 3, T, H, W)``."""
+    return torch.rand(*shape) * 2 - 1
+
+
+# ---- shared by the media, codec, eval and predict tests (test_discovery.py, test_encode_decode_cli.py, test_eval.py,
+# test_metrics.py, test_predict.py)
+
+
+def moving_square(num_frames: int = 13, size: int = 32, step: int = 2, seed: int = 0):
+    """uint8 ``(T, size, size, 3)``: a bright 8x8 square moving right by ``step`` px per frame over a flat
+    background (predictable motion: copying the last frame is a beatable baseline)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    frames[:] = rng.integers(20, 80, 3)
+    colour = rng.integers(150, 255, 3)
+    for t in range(num_frames):
+        x = min(2 + step * t, size - 8)
+        frames[t, 12:20, x : x + 8] = colour
+    return frames
+
+
+def run_pvvae(*args, timeout: float = 300):
+    """Run the installed console command ``pvvae`` with ``args``; returns the ``CompletedProcess`` (text output)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("pvvae")
+    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+class StandInI3D(torch.nn.Module):
+    """A tiny video network with the signature of StyleGAN-V's TorchScript I3D, for tests only: its numbers mean
+    nothing. ``videos (B, 3, T, H, W)`` (0..255 with ``rescale``) -> features ``(B, features)``."""
+
+    name = "stand-in"
+
+    def __init__(self, features: int = 6) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+
+@pytest.fixture
+def stand_in_i3d(tmp_path):
+    """A ``StandInI3D`` saved as TorchScript (the format ``load_i3d`` reads)."""
+    path = tmp_path / "stand_in_i3d.pt"
+    torch.jit.script(StandInI3D()).save(str(path))
+    return path
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network and an empty torch hub cache: LPIPS and I3D weights cannot be had."""
+    import urllib.error
+
+    from pvvae_cli.metrics.fvd import I3D_ENV
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(I3D_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)

@@ -41,3 +41,17 @@ def test_info_bad_model(tmp_path):
     res = runner.invoke(app, ["info", str(tmp_path / "missing")])
     assert res.exit_code == 2
     assert "no such weights folder" in res.output
+
+
+def test_cli_starts_without_torch():
+    """--help and --version import no torch: the package exports load lazily and commands import it when run."""
+    code = "import sys, pvvae_cli, pvvae_cli.cli.app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_info_preset_model():
+    res = runner.invoke(app, ["info", "preset:tiny"])
+    assert res.exit_code == 0
+    assert "latent: t4s16c8" in res.output and "RANDOM weights" in res.output
+    res = runner.invoke(app, ["info", "preset:nope"])
+    assert res.exit_code == 2 and "unknown preset 'nope'" in res.output

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import run_pvvae
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
@@ -22,9 +23,7 @@ runner = CliRunner()
 
 
 def pvvae(*args, check_rc=None):
-    exe = shutil.which("pvvae")
-    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
-    out = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    out = run_pvvae(*args)
     if check_rc is not None:
         assert out.returncode == check_rc, out.stderr
     return out
@@ -133,24 +132,31 @@ def test_decode_refuses_other_model_unless_forced(encoded, tmp_path):
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path):
     clips = tmp_path / "clips"
-    for i in range(6):
-        write_video(clips / f"v{i}.mp4", moving(33, 64, 96, seed=i), fps=8)
+    n = 8  # clips of ~0.2 s each: the kill lands well before the last one is done
+    for i in range(n):
+        write_video(clips / f"v{i}.mp4", moving(33, 128, 192, seed=i), fps=8)
     lat = tmp_path / "lat"
     proc = subprocess.Popen([shutil.which("pvvae"), "encode", str(clips), "-o", str(lat), "--model", MODEL, "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (lat.exists() and any(lat.glob("*.safetensors"))):
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
     proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in lat.glob("*.safetensors")}
+    assert 0 < len(done) < n, f"the kill should land mid-run, but {len(done)} of {n} outputs were done"
     for p in lat.glob("*.safetensors"):
         load_latent(p)  # every visible latent file is complete
     assert all(p.name.startswith(".") or p.suffix == ".safetensors" for p in lat.iterdir())
     res = runner.invoke(app, ["encode", str(clips), "-o", str(lat), "--model", MODEL, "-q"])
-    assert res.exit_code == 0 and "failed 0" in res.output
+    assert res.exit_code == 0, res.output
+    assert f"encoded {n - len(done)}, skipped {len(done)}, failed 0" in res.output  # the finished ones are skipped
+    assert {name: (lat / name).stat().st_mtime_ns for name in done} == done  # ... and not rewritten
+    assert len(list(lat.glob("*.safetensors"))) == n
     fresh = tmp_path / "fresh"
-    res = runner.invoke(app, ["encode", str(clips / "v5.mp4"), "-o", str(fresh), "--model", MODEL, "-q"])
-    assert torch.equal(load_latent(lat / "v5.safetensors")[0], load_latent(fresh / "v5.safetensors")[0])
+    last = f"v{n - 1}"  # encoded by the resumed run, after the kill
+    res = runner.invoke(app, ["encode", str(clips / f"{last}.mp4"), "-o", str(fresh), "--model", MODEL, "-q"])
+    assert torch.equal(load_latent(lat / f"{last}.safetensors")[0], load_latent(fresh / f"{last}.safetensors")[0])
 
 
 def test_mid_clip_read_error_in_a_batch(tmp_path, monkeypatch, tiny):

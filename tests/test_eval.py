@@ -4,39 +4,25 @@ two-set FVD/KVD comparison. Feature metrics use a tiny stand-in network (its num
 
 import csv
 import json
-import shutil
-import subprocess
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import StandInI3D, moving_square, run_pvvae
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.eval.evaluation import EvalProtocol, Unavailable, evaluate, load_clip, resize_center_crop
+from pvvae_cli.eval.protocol import EvalProtocol, load_clip
+from pvvae_cli.eval.reconstruction import Unavailable, evaluate
+from pvvae_cli.media.transforms import resize_crop
 from pvvae_cli.media.video_io import write_video
 from pvvae_cli.metrics import LPIPSMetric, psnr, ssim
-from pvvae_cli.metrics import fvd as fvd_mod
 
 runner = CliRunner()
 
 # The stand-in feature network is TorchScript, the format of StyleGAN-V's I3D; torch warns that jit is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-
-
-def moving_square(num_frames: int, size: int = 32, step: int = 2, seed: int = 0) -> np.ndarray:
-    """uint8 (T, H, W, 3): a square moving diagonally over a flat background."""
-    rng = np.random.default_rng(seed)
-    frames = np.empty((num_frames, size, size, 3), np.uint8)
-    frames[:] = rng.integers(20, 80, 3)
-    colour = rng.integers(150, 255, 3)
-    for t in range(num_frames):
-        p = min(2 + step * t, size - 8)
-        frames[t, p : p + 8, p : p + 8] = colour
-    return frames
 
 
 @pytest.fixture
@@ -57,56 +43,31 @@ def two_models(tmp_path):
     return paths
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """No network and an empty torch hub cache: LPIPS and I3D weights cannot be had."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(fvd_mod.I3D_ENV, raising=False)
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-
-
-class _StandIn(nn.Module):
-    """A tiny video network with the I3D TorchScript signature, for tests only."""
-
-    name = "stand-in"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 4, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
-        x = x.float()
-        if rescale:
-            x = x / 127.5 - 1
-        return self.conv(x).mean(dim=(2, 3, 4))
-
-
-@pytest.fixture
-def stand_in_i3d(tmp_path):
-    path = tmp_path / "stand_in_i3d.pt"
-    torch.jit.script(_StandIn()).save(str(path))
-    return path
-
-
 # ------------------------------------------------------------------------------------------------ library
-def test_protocol_checks():
+def test_protocol_checks(tiny):
+    # Frame counts follow each model's temporal factor: checked per model, not by the protocol alone.
     with pytest.raises(ValueError, match="nearest valid: 13 or 17"):
-        EvalProtocol(frames=16)
+        EvalProtocol(frames=16).check_model(tiny)
     with pytest.raises(ValueError, match="multiple of 16"):
         EvalProtocol(size=40)
     with pytest.raises(ValueError, match="context frames must be 1 \\+ 4a"):
-        EvalProtocol(frames=17, predict_context=4)
-    EvalProtocol(frames=17, predict_context=5)
+        EvalProtocol(frames=17, predict_context=4).check_model(tiny)
+    EvalProtocol(frames=17, predict_context=5).check_model(tiny)
+    with pytest.raises(ValueError, match="no learned padding tokens"):
+        EvalProtocol(frames=9, predict_context=5, padding="learnable").check_model(
+            VideoVAE.from_preset("tiny", padding_mode="gaussian"))
+    t8 = VideoVAE.from_preset("tiny", temporal_compression=8)
+    EvalProtocol(frames=17, predict_context=9).check_model(t8)
+    with pytest.raises(ValueError, match=r"1 \+ 8k .*got 13; nearest valid: 9 or 17"):
+        EvalProtocol(frames=13).check_model(t8)
+    with pytest.raises(ValueError, match="future frames must be a positive multiple of 8"):
+        EvalProtocol(frames=9, predict_context=9).check_model(t8)
 
 
 def test_resize_center_crop():
     x = torch.zeros(3, 2, 40, 80)
     x[:, :, :, 20:60] = 1.0  # the centre half is bright
-    y = resize_center_crop(x, 16)  # 40x80 -> 16x32 -> centre 16x16
+    y = resize_crop(x, 16)  # 40x80 -> 16x32 -> centre 16x16
     assert y.shape == (3, 2, 16, 16)
     assert y[:, :, :, 2:14].min() > 0.99  # the crop is the bright centre
 
@@ -123,7 +84,7 @@ def test_evaluate_matches_direct_metrics(clips):
     videos = sorted(clips.iterdir())
     lpips = LPIPSMetric("alex", random_backbone=True)  # wiring only: never a reported number
     report = evaluate(models, videos, EvalProtocol(frames=9, size=32, predict_context=5, batch_size=2),
-                      lpips=lpips, features=_StandIn())
+                      lpips=lpips, features=StandInI3D())
     assert report.videos == [str(v) for v in videos]
     m0 = report.models[0]
     x = load_clip(videos[1], 9, 32).unsqueeze(0)
@@ -145,7 +106,7 @@ def test_evaluate_matches_direct_metrics(clips):
 def test_evaluate_reports_unavailable_metrics(clips):
     models = [("m", "preset:tiny", VideoVAE.from_preset("tiny").eval())]
     report = evaluate(models, sorted(clips.iterdir())[:1], EvalProtocol(frames=9, size=32),
-                      lpips=Unavailable("no LPIPS here"), features=_StandIn())
+                      lpips=Unavailable("no LPIPS here"), features=StandInI3D())
     m = report.models[0]
     assert "lpips" not in m.metrics and m.unavailable["lpips"] == "no LPIPS here"
     assert "rfvd" not in m.metrics and "at least 2 videos" in m.unavailable["rfvd"]
@@ -236,9 +197,7 @@ def test_cli_eval_errors(clips, two_models, tmp_path, offline):
 
 
 def test_console_eval(clips, tmp_path):
-    exe = shutil.which("pvvae")
-    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
-    res = subprocess.run([exe, "eval", str(clips / "c0.mp4"), "-m", "preset:tiny", "--frames", "5", "--size", "32",
-                          "--no-lpips", "--no-fvd"], capture_output=True, text=True)
+    res = run_pvvae("eval", clips / "c0.mp4", "-m", "preset:tiny", "--frames", "5", "--size", "32", "--no-lpips",
+                    "--no-fvd")
     assert res.returncode == 0, res.stderr
     assert "| metric | preset:tiny |" in res.stdout and "RANDOM weights" in res.stderr

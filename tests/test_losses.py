@@ -1,9 +1,8 @@
 """Loss terms, the 3D patch discriminator, and LPIPS wiring / unavailability."""
 
-import urllib.error
-
 import pytest
 import torch
+from conftest import random_clip
 
 from pvvae_cli.metrics.perceptual import MetricUnavailable
 from pvvae_cli.models.posterior import DiagonalGaussian
@@ -20,16 +19,11 @@ from pvvae_cli.train.losses import (
     weighted_sum,
 )
 
-
-def _clip(t=9, size=16):
-    return torch.rand(2, 3, t, size, size) * 2 - 1
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_motion_loss_zero_for_perfect_reconstruction_positive_otherwise():
-    x = _clip()
+    x = random_clip(2, 3, 9, 16, 16)
     assert motion_loss(x, x) == 0
     assert motion_loss(x + 0.3, x) < 1e-10  # a constant offset changes no frame difference ...
     assert mse_loss(x + 0.3, x) > 0.08  # ... while MSE sees it
@@ -49,7 +43,7 @@ def test_kl_loss():
 
 
 def test_reconstruction_terms_and_weighted_sum():
-    x, y = _clip(), _clip()
+    x, y = random_clip(2, 3, 9, 16, 16), random_clip(2, 3, 9, 16, 16)
     post = DiagonalGaussian(torch.zeros(2, 4, 3, 1, 1), torch.zeros(2, 4, 3, 1, 1))
     weights = {"mse": 1.0, "motion": 0.5, "lpips": 0.0, "kl": 1e-6}
     terms = reconstruction_terms(y, x, post, weights)
@@ -91,33 +85,21 @@ def test_discriminator_shapes_and_gradients(t):
 def test_lpips_wiring_with_random_backbone():
     # Random backbone: tests the plumbing only; never a measurement.
     loss = LPIPSLoss(random_backbone=True, max_frames=2)
-    x = _clip(t=5, size=32)
+    x = random_clip(2, 3, 5, 32, 32)
     assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
     assert float(loss(x.flip(-1), x)) > 0
 
 
-def _offline_lpips(monkeypatch, tmp_path):
-    """No cached backbone and a failing download, whatever the machine."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def no_download(*args, **kwargs):
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-
-
-def test_lpips_unavailable_is_a_clear_error(monkeypatch, tmp_path):
-    _offline_lpips(monkeypatch, tmp_path)
+def test_lpips_unavailable_is_a_clear_error(offline):
     with pytest.raises(MetricUnavailable, match="alexnet-owt-7be5be79.pth"):
         LPIPSLoss()
 
 
-def test_lpips_weight_stops_the_run_at_start(monkeypatch, tmp_path):
+def test_lpips_weight_stops_the_run_at_start(offline, tmp_path):
     from typer.testing import CliRunner
 
     from pvvae_cli.cli.app import app
 
-    _offline_lpips(monkeypatch, tmp_path)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--data", "synthetic:shapes", "--out", str(out),
                                       "--lpips-weight", "1.0", "--quiet"])

@@ -2,12 +2,10 @@
 closed form, KVD, feature extraction through a tiny stand-in network, and the metric-unavailable messages."""
 
 import math
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from pvvae_cli.metrics import (
     LPIPSMetric,
@@ -144,24 +142,8 @@ def test_kvd_zero_for_identical_sets_positive_for_different():
     assert std > 0 and abs(mean - different) < 0.5 * different
 
 
-class _StandIn(nn.Module):
-    """A tiny video network with the I3D TorchScript signature, for tests only (its numbers mean nothing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 6, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
-        x = x.float()
-        if rescale:
-            x = x / 127.5 - 1
-        return self.conv(x).mean(dim=(2, 3, 4))
-
-
-def test_extract_features_and_torchscript_loading(tmp_path):
-    path = tmp_path / "stand_in.pt"
-    torch.jit.script(_StandIn()).save(str(path))
-    extractor = load_i3d(path)
+def test_extract_features_and_torchscript_loading(stand_in_i3d):
+    extractor = load_i3d(stand_in_i3d)
     videos = [torch.rand(3, 5, 16, 16) * 2 - 1 for _ in range(5)]
     feats = extract_features(extractor, videos, batch_size=2)
     assert feats.shape == (5, 6) and feats.dtype == np.float64
@@ -173,9 +155,7 @@ def test_extract_features_and_torchscript_loading(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ unavailable
-def test_i3d_unavailable_messages(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(fvd_mod.I3D_ENV, raising=False)
+def test_i3d_unavailable_messages(tmp_path, monkeypatch, offline):
     with pytest.raises(MetricUnavailable, match=r"does not exist.*--i3d PATH.*PVVAE_I3D"):
         load_i3d(tmp_path / "missing.pt")
     monkeypatch.setenv(fvd_mod.I3D_ENV, str(tmp_path / "from_env.pt"))
@@ -184,11 +164,6 @@ def test_i3d_unavailable_messages(tmp_path, monkeypatch):
     monkeypatch.delenv(fvd_mod.I3D_ENV)
     with pytest.raises(MetricUnavailable, match="downloading is off"):
         load_i3d(download=False)
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(MetricUnavailable, match=r"could not be downloaded \(URLError"):
         load_i3d()
     bad = tmp_path / "bad.pt"
@@ -197,13 +172,7 @@ def test_i3d_unavailable_messages(tmp_path, monkeypatch):
         load_i3d(bad)
 
 
-def test_lpips_unavailable_without_backbone(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+def test_lpips_unavailable_without_backbone(offline):
     with pytest.raises(MetricUnavailable, match=r"alexnet-owt-7be5be79\.pth"):
         LPIPSMetric("alex")
     with pytest.raises(MetricUnavailable):

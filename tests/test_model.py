@@ -87,14 +87,38 @@ def test_chunked_equals_one_pass(tiny, t, chunk):
 def test_stream_cache_bounded(tiny):
     """The cache holds a fixed number of frames per conv: its size does not grow with the clip."""
     sizes = []
-    state = StreamState()
+    stream = tiny.new_stream()
+    assert isinstance(stream, StreamState)
     x = clip(1 + 4 * 6)
     with torch.no_grad():
-        tiny.encoder(x[:, :, :1], state)
+        tiny.encode_chunk(x[:, :, :1], stream)
         for i in range(1, x.shape[2], 4):
-            tiny.encoder(x[:, :, i : i + 4], state)
-            sizes.append(state.nbytes())
+            tiny.encode_chunk(x[:, :, i : i + 4], stream)
+            sizes.append(stream.nbytes())
     assert len(set(sizes)) == 1
+
+
+def test_stream_chunks_equal_one_pass_and_are_checked(tiny):
+    """encode_chunk/decode_chunk (the one streaming implementation) with uneven chunks equal one pass; a chunk of
+    the wrong length is refused before it touches the stream."""
+    x = clip(13)
+    with torch.no_grad():
+        post = tiny.encode(x)
+        stream = tiny.new_stream()
+        with pytest.raises(ValueError, match="first chunk of a stream must hold 1 frame"):
+            tiny.encode_chunk(x[:, :, :5], stream)
+        parts = [tiny.encode_chunk(x[:, :, a:b], stream) for a, b in ((0, 1), (1, 9), (9, 13))]
+        with pytest.raises(ValueError, match="multiple of 4 frames"):
+            tiny.encode_chunk(x[:, :, :3], stream)
+        assert (torch.cat([p.mean for p in parts], 2) - post.mean).abs().max() <= 1e-4
+        assert (torch.cat([p.logvar for p in parts], 2) - post.logvar).abs().max() <= 1e-4
+        z = post.mode()
+        y = tiny.decode(z)
+        stream = tiny.new_stream()
+        yc = torch.cat([tiny.decode_chunk(z[:, :, a:b], stream) for a, b in ((0, 2), (2, 3), (3, 4))], 2)
+        assert (yc - y).abs().max() <= 1e-4
+        with pytest.raises(ValueError, match="latents must be"):
+            tiny.decode_chunk(z[:, :4], tiny.new_stream())
 
 
 def test_causal_conv_strided_stream():

@@ -1,12 +1,10 @@
 """`pvvae predict` and the prediction library: frame-count rules, causality of the decoded context, padding
 choices, the copy-last-frame baseline, latent files as context, and the CLI's errors."""
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 import torch
+from conftest import moving_square, run_pvvae
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
@@ -21,18 +19,6 @@ from pvvae_cli.codec.prediction import (
 from pvvae_cli.media.video_io import probe, write_video
 
 runner = CliRunner()
-
-
-def moving_square(num_frames: int = 13, size: int = 32, step: int = 2, seed: int = 0) -> np.ndarray:
-    """uint8 (T, H, W, 3): a bright square moving right by ``step`` px per frame over a flat background."""
-    rng = np.random.default_rng(seed)
-    frames = np.empty((num_frames, size, size, 3), np.uint8)
-    frames[:] = rng.integers(20, 80, 3)
-    colour = rng.integers(150, 255, 3)
-    for t in range(num_frames):
-        x = min(2 + step * t, size - 8)
-        frames[t, 12:20, x : x + 8] = colour
-    return frames
 
 
 @pytest.fixture
@@ -58,16 +44,22 @@ def gaussian_weights(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ library
 def test_frame_count_rules_name_nearest_values():
-    check_prediction_frames(1, 4)
-    check_prediction_frames(5, 12)
+    check_prediction_frames(1, 4, 4)
+    check_prediction_frames(5, 12, 4)
     with pytest.raises(ValueError, match=r"got 7; nearest valid: 5 or 9"):
-        check_prediction_frames(7, 4)
-    with pytest.raises(ValueError, match=r"got 0; nearest valid: 1"):
-        check_prediction_frames(0, 4)
+        check_prediction_frames(7, 4, 4)
+    with pytest.raises(ValueError, match=r"got 0; nearest valid: 1$"):
+        check_prediction_frames(0, 4, 4)
     with pytest.raises(ValueError, match=r"got 6; nearest valid: 4 or 8"):
-        check_prediction_frames(5, 6)
-    with pytest.raises(ValueError, match=r"got 0; nearest valid: 4"):
-        check_prediction_frames(5, 0)
+        check_prediction_frames(5, 6, 4)
+    with pytest.raises(ValueError, match=r"got 0; nearest valid: 4$"):
+        check_prediction_frames(5, 0, 4)
+    # The rule is the model's: t8 takes 1 + 8a context frames and multiples of 8 in the future.
+    check_prediction_frames(9, 8, 8)
+    with pytest.raises(ValueError, match=r"1 \+ 8a .*got 5; nearest valid: 1 or 9"):
+        check_prediction_frames(5, 8, 8)
+    with pytest.raises(ValueError, match=r"multiple of 8 .*got 4; nearest valid: 8$"):
+        check_prediction_frames(9, 4, 8)
 
 
 def test_predict_future_shapes_and_causal_context(tiny):
@@ -176,17 +168,41 @@ def test_cli_predict_from_latent_file(weights, tmp_path):
     assert res.exit_code == 0, res.output
     info = probe(out)
     assert (info.num_frames, info.fps) == (9, 12.0)
+    # The latent is checked against the model as `pvvae decode` checks it (Codec.check_latent).
     other = tmp_path / "other"
     VideoVAE.from_preset("tiny", latent_channels=4).save_pretrained(other)
     res = runner.invoke(app, ["predict", str(latent), "-o", str(out), "-m", str(other)])
-    assert res.exit_code == 2 and "not this model's architecture" in res.output
+    assert res.exit_code == 2 and "latent has 8 channels" in res.output and "expects 4" in res.output
+    narrow = tmp_path / "narrow"  # same latent shape, other architecture: refused unless --force
+    VideoVAE.from_preset("tiny", base_channels=4).save_pretrained(narrow)
+    res = runner.invoke(app, ["predict", str(latent), "-o", str(out), "-m", str(narrow)])
+    assert res.exit_code == 2 and "config hash" in res.output and "--force" in res.output
+    res = runner.invoke(app, ["predict", str(latent), "-o", str(out), "-m", str(narrow), "--force",
+                              "--future-frames", "4"])
+    assert res.exit_code == 0, res.output
+    assert "(--force)" in res.output and probe(out).num_frames == 9
+
+
+def test_predict_from_latent_file_undoes_the_encoders_padding(weights, tmp_path):
+    """A 40x24 clip is encoded padded to 48x32; the prediction comes back at 40x24, as `pvvae decode` gives it."""
+    from pvvae_cli.codec.latents import save_latent
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.prediction import predict_latent_file
+
+    write_video(tmp_path / "odd.mp4", moving_square(5, size=48)[:, :24, :40], fps=10.0)
+    codec = Codec(VideoVAE.from_pretrained(weights), str(weights), torch.device("cpu"), torch.float32)
+    enc = codec.encode_file(tmp_path / "odd.mp4", EncodeOptions())
+    assert enc.meta.pad == (0, 8, 0, 8)
+    save_latent(tmp_path / "odd.safetensors", enc.latent, enc.meta)
+    pred = predict_latent_file(codec, tmp_path / "odd.safetensors", 4)
+    assert pred.output.shape == (1, 3, 9, 24, 40) and pred.context_frames == 5 and pred.source is None
+    assert pred.fps == 10.0 and pred.score() is None
+    decoded = np.concatenate(list(codec.decode_frames(enc.latent, enc.meta)))  # (5, 24, 40, 3)
+    assert np.abs(pred.frames()[:5].astype(int) - decoded).max() <= 1  # the context is what decode gives
 
 
 def test_console_predict(clip, weights, tmp_path):
-    exe = shutil.which("pvvae")
-    assert exe, "the console command `pvvae` is not installed (pip install -e .)"
     out = tmp_path / "console.mp4"
-    res = subprocess.run([exe, "predict", str(clip), "-o", str(out), "-m", str(weights), "--future-frames", "4"],
-                         capture_output=True, text=True)
+    res = run_pvvae("predict", clip, "-o", out, "-m", weights, "--future-frames", "4")
     assert res.returncode == 0, res.stderr
     assert "prediction" in res.stdout and out.is_file()

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from conftest import random_clip, tiny_train_config
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.train.objective import (
@@ -55,7 +56,7 @@ def test_drop_sampling_is_reproducible():
 
 
 def test_predictive_forward_encodes_only_the_prefix(tiny):
-    x = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    x = random_clip(2, 3, 9, 32, 32)
     out = predictive_forward(tiny, x, dropped=2, sample=False)
     assert out.kept == 1 and out.dropped == 2
     assert out.recon.shape == x.shape  # the full clip is decoded
@@ -72,7 +73,7 @@ def test_predictive_forward_encodes_only_the_prefix(tiny):
 def test_learnable_padding_gets_gradients():
     vae = VideoVAE.from_preset("tiny").train()
     model = PredictiveVAE(vae)
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    x = random_clip(1, 3, 9, 32, 32)
     out = model(x, dropped=1)
     ((out.recon - x) ** 2).mean().backward()
     assert vae.padding_token.grad is not None and vae.padding_token.grad.abs().sum() > 0
@@ -97,20 +98,19 @@ def test_learnable_padding_is_saved_and_loaded(tmp_path):
 
 
 def test_gaussian_padding_run_builds_a_gaussian_model(tmp_path):
-    from pvvae_cli.train.config import build_config
-    from pvvae_cli.train.trainer import build_vae
+    from pvvae_cli.train.build import build_vae
 
-    cfg = build_config("video", preset="tiny", data=["synthetic:shapes"], padding="gaussian")
+    cfg = tiny_train_config(padding="gaussian")
     vae = build_vae(cfg)
     assert vae.padding_token is None and vae.config.padding_mode == "gaussian"
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    x = random_clip(1, 3, 9, 32, 32)
     a = predictive_forward(vae, x, 1, sample=False, generator=torch.Generator().manual_seed(1)).recon
     b = predictive_forward(vae, x, 1, sample=False, generator=torch.Generator().manual_seed(1)).recon
     c = predictive_forward(vae, x, 1, sample=False, generator=torch.Generator().manual_seed(2)).recon
     assert torch.equal(a, b) and not torch.equal(a, c)
     # and back: gaussian weights trained on with learnable padding get a (zero) token, other tensors kept
     vae.save_pretrained(tmp_path / "g")
-    cfg2 = build_config("video", init=str(tmp_path / "g"), data=["synthetic:shapes"])
+    cfg2 = tiny_train_config(preset=None, init=str(tmp_path / "g"))
     vae2 = build_vae(cfg2)
     assert vae2.padding_token is not None and torch.equal(vae2.padding_token, torch.zeros(8))
     assert torch.equal(vae2.encoder.conv_in.weight, vae.encoder.conv_in.weight)

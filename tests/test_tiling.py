@@ -51,7 +51,7 @@ def test_blend_weights_consistent_in_latent_and_pixel_space(h, w):
         assert torch.allclose(F.avg_pool2d(pw[None, None], 16)[0, 0], lw, atol=1e-6)
     assert lat_total.min() > 0 and pix_total.min() > 0
     # blending a constant gives back the constant: the weights are normalised everywhere
-    out = grid.run(lambda a, s: a, torch.ones(1, 1, 1, h * 16, w * 16), grid.new_states(), in_scale=16, out_scale=16)
+    out = grid.run(lambda a, s: a, torch.ones(1, 1, 1, h * 16, w * 16), None, in_scale=16, out_scale=16)
     assert torch.allclose(out, torch.ones_like(out))
 
 
@@ -62,10 +62,10 @@ def test_tiled_vs_untiled_default_tiles(tiny):
     grid = TileGrid(512 // 16, 896 // 16, TileSpec(512, 128), 16)
     assert [b[1] for b in grid.boxes] == [0, 24]
     with torch.inference_mode():
-        z = tiny.encoder(x)[:, :8]
-        z_tiled = grid.run(tiny.encoder, x, grid.new_states(), in_scale=16, out_scale=1)[:, :8]
+        z = tiny.encode(x).mean
+        z_tiled = grid.encode(tiny, x, grid.new_streams(tiny)).mean
         y = tiny.decode(z)
-        y_tiled = grid.run(tiny.decoder, z, grid.new_states(), in_scale=1, out_scale=16)
+        y_tiled = grid.decode(tiny, z, grid.new_streams(tiny))
         y_from_tiled_z = tiny.decode(z_tiled)
     seam = slice(24 * 16 - 64, 32 * 16 + 64)  # the overlap and 64 px either side
     for out in (y_tiled, y_from_tiled_z):
@@ -77,17 +77,18 @@ def test_tiled_vs_untiled_default_tiles(tiny):
 
 
 def test_tiling_composes_with_streaming(tiny):
-    """Chunked (one state per tile) tiled encode/decode equals the one-pass tiled result."""
+    """Chunked (one stream per tile) tiled encode/decode equals the one-pass tiled result."""
     x = smooth_clip(9, 64, 96)
     grid = TileGrid(4, 6, TileSpec(64, 32), 16)
     assert len(grid) == 2
     with torch.inference_mode():
-        one = grid.run(tiny.encoder, x, grid.new_states(), 16, 1)
-        states = grid.new_states()
-        chunks = [grid.run(tiny.encoder, x[:, :, a:b], states, 16, 1) for a, b in ((0, 1), (1, 5), (5, 9))]
-        assert (torch.cat(chunks, 2) - one).abs().max() <= 1e-4
-        z = one[:, :8]
-        ydec = grid.run(tiny.decoder, z, grid.new_states(), 1, 16)
-        states = grid.new_states()
-        parts = [grid.run(tiny.decoder, z[:, :, i : i + 1], states, 1, 16) for i in range(z.shape[2])]
+        one = grid.encode(tiny, x)  # one pass per tile
+        streams = grid.new_streams(tiny)
+        chunks = [grid.encode(tiny, x[:, :, a:b], streams) for a, b in ((0, 1), (1, 5), (5, 9))]
+        assert (torch.cat([c.mean for c in chunks], 2) - one.mean).abs().max() <= 1e-4
+        assert (torch.cat([c.logvar for c in chunks], 2) - one.logvar).abs().max() <= 1e-4
+        z = one.mean
+        ydec = grid.decode(tiny, z)
+        streams = grid.new_streams(tiny)
+        parts = [grid.decode(tiny, z[:, :, i : i + 1], streams) for i in range(z.shape[2])]
         assert (torch.cat(parts, 2) - ydec).abs().max() <= 1e-4

@@ -7,32 +7,23 @@ import signal
 
 import pytest
 import torch
+from conftest import read_metrics, tiny_train_config
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.train.config import ConfigError, TrainConfig, build_config
+from pvvae_cli.train.checkpoints import list_checkpoints
+from pvvae_cli.train.config import ConfigError, build_config
 from pvvae_cli.train.losses import reconstruction_terms, weighted_sum
 from pvvae_cli.train.objective import PredictiveVAE, predictive_forward, sample_num_dropped
+from pvvae_cli.train.state import restore_rng, rng_state
 from pvvae_cli.train.synthetic import SyntheticClips
-from pvvae_cli.train.trainer import list_checkpoints, train
+from pvvae_cli.train.trainer import train
 
 runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = dict(preset="tiny", data=["synthetic:shapes"], frames=5, size=32, batch_size=1, steps=4, lr=1e-3,
-            workers=0, log_every=1, val_every=100, val_clips=1, ckpt_every=100, disc_channels=8, disc_layers=2)
-
-
-def tiny_config(stage="video", **changes) -> TrainConfig:
-    return build_config(stage, **{**TINY, **changes})
-
-
-def read_metrics(run_dir, kind="train"):
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in lines if r["kind"] == kind]
 
 
 def test_overfitting_one_batch_lowers_the_loss():
@@ -62,7 +53,7 @@ def test_overfitting_one_batch_lowers_the_loss():
 
 def test_run_folder_and_gan_starts_exactly_at_its_step(tmp_path):
     out = tmp_path / "run"
-    result = train(tiny_config(steps=4, gan_start_step=2, ckpt_every=1, keep_checkpoints=10), out, quiet=True)
+    result = train(tiny_train_config(steps=4, gan_start_step=2, ckpt_every=1, keep_checkpoints=10), out, quiet=True)
     assert result.status == "finished" and result.step == 4
     lines = read_metrics(out)
     assert [r["step"] for r in lines] == [0, 1, 2, 3]
@@ -79,7 +70,7 @@ def test_run_folder_and_gan_starts_exactly_at_its_step(tmp_path):
     # run folder: config, validation (before the first and after the last step), a sample, exported weights
     assert json.loads((out / "train_config.json").read_text())["gan_start_step"] == 2
     assert [r["step"] for r in read_metrics(out, "val")] == [0, 4]
-    assert {"psnr_recon", "psnr_pred", "psnr_copy_last"} <= set(read_metrics(out, "val")[-1])
+    assert {"psnr_recon", "pred_psnr", "copy_psnr"} <= set(read_metrics(out, "val")[-1])
     assert (out / "samples" / "step_0000004.mp4").stat().st_size > 0
     exported = VideoVAE.from_pretrained(out / "weights")
     assert torch.equal(exported.padding_token, ckpts[4]["model"]["padding_token"])
@@ -91,7 +82,7 @@ def test_finetune_decoder_leaves_the_encoder_bit_identical(tmp_path):
     with torch.no_grad():
         init.padding_token.normal_()
     init.save_pretrained(tmp_path / "init")
-    cfg = build_config("decoder", **{**TINY, "preset": None, "init": str(tmp_path / "init"), "steps": 3})
+    cfg = tiny_train_config("decoder", preset=None, init=str(tmp_path / "init"), steps=3)
     assert cfg.drop_ratio == 0 and cfg.gan_start_step == 0
     train(cfg, tmp_path / "ft", quiet=True)
     tuned = VideoVAE.from_pretrained(tmp_path / "ft" / "weights")
@@ -105,7 +96,7 @@ def test_finetune_decoder_leaves_the_encoder_bit_identical(tmp_path):
 
 
 def test_resume_after_sigterm_equals_uninterrupted(tmp_path):
-    cfg = tiny_config(steps=6, gan_start_step=2, ema_decay=0.9, ckpt_every=2, val_every=4, padding="gaussian")
+    cfg = tiny_train_config(steps=6, gan_start_step=2, ema_decay=0.9, ckpt_every=2, val_every=4, padding="gaussian")
     full = train(cfg, tmp_path / "a", quiet=True)
 
     def interrupt(step):
@@ -113,11 +104,16 @@ def test_resume_after_sigterm_equals_uninterrupted(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
 
     first = train(cfg, tmp_path / "b", quiet=True, on_step=interrupt)
-    assert first.status == "interrupted" and first.step == 3
-    assert (tmp_path / "b" / "checkpoints" / "step_0000003.pt").exists()
+    # the kill landed mid-run: stopped after update 3 of 6, nothing logged or exported past it
+    assert first.status == "interrupted" and first.step == 3 < cfg.steps
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [0, 1, 2]
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_0000002.pt", "step_0000003.pt"]
     assert not (tmp_path / "b" / "weights").exists()
-    second = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    resumed_steps = []
+    second = train(cfg, tmp_path / "b", resume=True, quiet=True, on_step=resumed_steps.append)
     assert second.status == "finished" and second.step == 6
+    # it resumed: started at the checkpoint's step and made only the remaining updates
+    assert second.start_step == 3 and resumed_steps == [4, 5, 6]
 
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(6))  # one uninterrupted-looking log
@@ -126,6 +122,28 @@ def test_resume_after_sigterm_equals_uninterrupted(tmp_path):
             assert ra.get(key) == rb.get(key), (ra["step"], key, ra.get(key), rb.get(key))
     assert read_metrics(tmp_path / "a", "val") == read_metrics(tmp_path / "b", "val")
     assert full.rank_weight_hashes == second.rank_weight_hashes
+
+
+def test_rng_state_round_trip_and_a_changed_number_of_processes():
+    k_rng, noise = random.Random(1), torch.Generator().manual_seed(2)
+    generators = {"k_rng": k_rng, "noise": noise}
+    saved = rng_state(generators)
+    draws = (random.random(), k_rng.random(), torch.rand(3, generator=noise), torch.rand(3))
+    restore_rng([saved], 0, 1, generators)
+    again = (random.random(), k_rng.random(), torch.rand(3, generator=noise), torch.rand(3))
+    assert draws[:2] == again[:2] and torch.equal(draws[2], again[2]) and torch.equal(draws[3], again[3])
+    # written by 2 processes, resumed by 1: only the shared stream continues, with a warning
+    warnings = []
+    restore_rng([saved, saved], 0, 1, generators, shared=("k_rng",), warn=warnings.append)
+    assert k_rng.random() == draws[1] and "2 processes, now 1" in warnings[0]
+
+
+def test_frame_rule_of_init_weights_is_checked_before_anything_is_written(tmp_path):
+    VideoVAE.from_preset("tiny").save_pretrained(tmp_path / "w")
+    cfg = tiny_train_config(preset=None, init=str(tmp_path / "w"), frames=6)  # the factor is known once loaded
+    with pytest.raises(ConfigError, match="frames must be 1 \\+ 4k"):
+        train(cfg, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_file_and_flag_precedence(tmp_path):

@@ -1,11 +1,11 @@
 """Two-process DistributedDataParallel training (gloo on CPU) through torchrun and the CLI."""
 
-import json
 import os
 import subprocess
 import sys
 
 import torch
+from conftest import read_metrics
 
 from pvvae_cli import VideoVAE
 
@@ -20,12 +20,11 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("finished 3 steps") == 1  # one process reports
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    final = [r for r in records if r["kind"] == "final"]
+    final = read_metrics(out, "final")
     assert len(final) == 1  # one logger
     hashes = final[0]["rank_weight_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]  # both replicas hold the same weights
-    train_lines = [r for r in records if r["kind"] == "train"]
+    train_lines = read_metrics(out)
     assert [r["step"] for r in train_lines] == [0, 1, 2]
     assert "gan" not in train_lines[0] and "gan" in train_lines[1]  # GAN in DDP too, from its step
     # the exported weights were trained (differ from the preset's initialisation with the same seed)

@@ -119,3 +119,51 @@ def test_config_channel_mismatch(saved):
     _edit_config(d, latent_channels=16)
     with pytest.raises(WeightsError, match="mis-shaped"):
         VideoVAE.from_pretrained(d)
+
+
+def test_config_without_class_name_is_pvvae(saved):
+    """config.json files are read as PV-VAE when they have no class_name (the only family before the registry)."""
+    vae, d = saved
+    _edit_config(d, class_name=None)
+    assert VideoVAE.from_pretrained(d).config == vae.config
+
+
+def test_registry_load_model(saved):
+    from pvvae_cli.errors import PvvaeError
+    from pvvae_cli.models import registry
+
+    vae, d = saved
+    loaded = registry.load_model(d)
+    assert isinstance(loaded, VideoVAE) and loaded.config == vae.config and not loaded.training
+    assert torch.equal(loaded.padding_token, vae.padding_token)
+    preset = registry.load_model("preset:tiny")
+    assert isinstance(preset, VideoVAE) and preset.config.name == "tiny" and not preset.training
+    with pytest.raises(registry.ModelSpecError, match="unknown preset 'nope'; choose one of \\['base', "):
+        registry.load_model("preset:nope")
+    with pytest.raises(WeightsError, match="no such weights folder"):
+        registry.load_model(d.parent / "nope")
+    assert issubclass(registry.ModelSpecError, PvvaeError) and issubclass(registry.ModelSpecError, ValueError)
+    assert registry.family_of(vae).class_name == "VideoVAE" == registry.family_of(vae.config).class_name
+    assert registry.family_of(vae.config).model_class is VideoVAE
+    with pytest.raises(registry.ModelSpecError, match="not a registered model"):
+        registry.family_of(object())
+    assert set(registry.presets()) == {"tiny", "small", "base", "small-t4s8"}
+
+
+def test_errors_are_pvvae_errors():
+    from pvvae_cli.codec.latents import LatentFormatError
+    from pvvae_cli.codec.pipeline import NonFiniteError
+    from pvvae_cli.errors import PvvaeError
+
+    for cls, builtin in ((WeightsError, ValueError), (LatentFormatError, ValueError), (NonFiniteError, RuntimeError)):
+        assert issubclass(cls, PvvaeError) and issubclass(cls, builtin)
+
+
+def test_weights_format_imports_no_model():
+    """The registry names the class to build: the weights format does not import a model module (no cycle)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pvvae_cli.models.weights, pvvae_cli.models.registry; "
+            "assert 'pvvae_cli.models.pvvae.model' not in sys.modules, 'weights imports the model'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from pvvae_cli.models.pvvae.config import PRESETS
-
 
 class UserError(Exception):
     """A mistake the user can fix; printed as one line (no traceback), exit code 2."""
@@ -17,14 +15,14 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def load_model(spec: str, device: str = "cpu"):
-    """A weights folder, a hub repo id, or ``preset:NAME`` (random weights: for tests and benchmarks only)."""
-    from pvvae_cli.models.pvvae.model import VideoVAE
+    """``pvvae_cli.models.registry.load_model`` (a weights folder, a hub repo id, or ``preset:NAME``), plus the
+    warning on stderr that a preset has random weights. Errors (``ValueError``s: ``WeightsError``, unknown preset)
+    propagate; each command turns them into one line with ``fail``. Imports torch only when called."""
+    from pvvae_cli.models.registry import PRESET_PREFIX
+    from pvvae_cli.models.registry import load_model as load
 
-    if spec.startswith("preset:"):
-        name = spec.split(":", 1)[1]
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    model = load(spec, device=device)
+    if spec.startswith(PRESET_PREFIX):
         typer.secho(f"warning: {spec} has RANDOM weights (useful for tests and benchmarks, not as a model)",
                     fg=typer.colors.YELLOW, err=True)
-        return VideoVAE.from_preset(name).eval()
-    return VideoVAE.from_pretrained(spec, device=device)
+    return model

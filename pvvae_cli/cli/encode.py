@@ -63,11 +63,10 @@ def encode(
     from pvvae_cli.codec.pipeline import EncodeOptions
     from pvvae_cli.codec.runner import run_encode, write_manifest
     from pvvae_cli.codec.tiling import TileSpec
-    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
-    from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
+    from pvvae_cli.media.discovery import expand_inputs, media_exts, plan_jobs
 
     try:
-        exts = VIDEO_EXTS | IMAGE_EXTS
+        exts = media_exts()
         if ext:
             exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in ext)
         options = EncodeOptions(

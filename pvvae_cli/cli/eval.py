@@ -10,17 +10,17 @@ import typer
 from pvvae_cli.cli.common import fail, load_model
 from pvvae_cli.cli.predict import Padding
 
+# The protocols' messages start with the field at fault ("frames must be ..."); the user typed an option.
+_FLAGS = {"frames": "--frames", "size": "--size", "start": "--start", "batch size": "--batch-size",
+          "max videos": "--max-videos", "context frames": "--predict-context",
+          "future frames": "--frames minus --predict-context", "speed frames": "--speed-frames"}
 
-def _model_names(specs: list[str]) -> list[str]:
-    """Unique column names: each spec as given (folder, repo id or preset), repeats numbered."""
-    names: list[str] = []
-    for spec in specs:
-        base = spec.rstrip("/") or spec
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}#{n}", n + 1
-        names.append(name)
-    return names
+
+def _flags(message: str) -> str:
+    for name, flag in _FLAGS.items():
+        if message.startswith(f"{name} must"):
+            return flag + message[len(name):]
+    return message
 
 
 def _say(message: str) -> None:
@@ -35,7 +35,7 @@ def evaluate(
         list[str] | None,
         typer.Option("--model", "-m", help="Weights folder, hub repo id or preset:NAME; repeat to compare models."),
     ] = None,
-    frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k; the paper: 17).")] = 17,
+    frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,
     start: Annotated[int, typer.Option(help="First frame of each clip.")] = 0,
     max_videos: Annotated[int | None, typer.Option(help="Use at most this many videos (in sorted order).")] = None,
@@ -80,17 +80,13 @@ def evaluate(
 
     A metric whose network weights are not available is reported as unavailable, with the reason and the fix.
     """
-    from pvvae_cli.eval.evaluation import (
-        EvalProtocol,
-        SpeedProtocol,
-        Unavailable,
-        collect_videos,
-        compare_video_sets,
-        sets_markdown,
-        write_json,
-    )
-    from pvvae_cli.eval.evaluation import evaluate as run_evaluation
-    from pvvae_cli.metrics import LPIPSMetric, MetricUnavailable, load_i3d
+    from pvvae_cli.eval.protocol import EvalProtocol
+    from pvvae_cli.eval.reconstruction import evaluate as run_evaluation
+    from pvvae_cli.eval.reconstruction import open_metrics
+    from pvvae_cli.eval.report import column_names, write_json
+    from pvvae_cli.eval.sets import compare_video_sets, sets_markdown
+    from pvvae_cli.eval.speed import SpeedProtocol
+    from pvvae_cli.metrics import MetricUnavailable, load_i3d
     from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
     try:
@@ -107,19 +103,11 @@ def evaluate(
         if per_video is not None:
             fail("--per-video applies to model evaluation, not to --reference/--generated")
         try:
-            ref_files = collect_videos([reference])
-            gen_files = collect_videos([generated])
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-        try:
             extractor = load_i3d(i3d, device=dev, download=download)
-        except MetricUnavailable as e:
-            fail(str(e))
-        try:
-            result = compare_video_sets(ref_files[:max_videos], gen_files[:max_videos], extractor, frames, size,
-                                        start, batch_size=max(batch_size, 1), kvd_subsets=kvd_subsets,
-                                        kvd_subset_size=kvd_subset_size, progress=_say)
-        except ValueError as e:
+            result = compare_video_sets([reference], [generated], extractor, frames, size, start,
+                                        batch_size=max(batch_size, 1), kvd_subsets=kvd_subsets,
+                                        kvd_subset_size=kvd_subset_size, max_videos=max_videos, progress=_say)
+        except (MetricUnavailable, FileNotFoundError, ValueError) as e:
             fail(str(e))
         typer.echo(sets_markdown(result))
         if json_out is not None:
@@ -134,45 +122,26 @@ def evaluate(
     try:
         protocol = EvalProtocol(frames=frames, size=size, start=start, predict_context=predict_context,
                                 padding=padding.value, batch_size=batch_size, seed=seed)
-    except ValueError as e:
-        msg = str(e).replace("context frames", "--predict-context").replace("future frames", "--frames minus "
-                                                                           "--predict-context")
-        fail(msg.replace("frames must", "--frames must").replace("size must", "--size must"))
-    if max_videos is not None and max_videos < 1:
-        fail(f"--max-videos must be >= 1, got {max_videos}")
-    try:
-        videos = collect_videos(inputs, include_images=frames == 1)[:max_videos]  # images are 1-frame clips
+        speed_protocol = SpeedProtocol(speed_frames, speed_batch, size, speed_warmup, speed_steps) if speed else None
+        videos = protocol.find_videos(inputs, max_videos)
     except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+        fail(_flags(str(e)))
 
     models = []
-    for name, spec in zip(_model_names(model), model, strict=True):
+    for name, spec in zip(column_names(model), model, strict=True):
         try:
             vae = load_model(spec, device=str(dev)).to(dev).eval()
         except ValueError as e:
             fail(str(e))
-        if predict_context is not None and padding is Padding.learnable and vae.padding_token is None:
-            fail(f"{spec}: this model has no learned padding tokens; use --padding gaussian or auto")
+        try:
+            protocol.check_model(vae)
+            if speed_protocol is not None:
+                speed_protocol.check_model(vae)
+        except ValueError as e:
+            fail(f"{spec}: {_flags(str(e))}")
         models.append((name, spec, vae))
 
-    lpips_metric = None
-    if lpips:
-        try:
-            lpips_metric = LPIPSMetric("alex", device=dev)
-        except MetricUnavailable as e:
-            lpips_metric = Unavailable(str(e))
-    features = None
-    if fvd:
-        try:
-            features = load_i3d(i3d, device=dev, download=download)
-        except MetricUnavailable as e:
-            features = Unavailable(str(e))
-    speed_protocol = None
-    if speed:
-        if min(speed_frames, speed_batch, speed_steps) < 1 or speed_warmup < 0 or (speed_frames - 1) % 4:
-            fail("--speed-frames must be 1 + 4k, --speed-batch and --speed-steps >= 1, --speed-warmup >= 0")
-        speed_protocol = SpeedProtocol(speed_frames, speed_batch, size, speed_warmup, speed_steps)
-
+    lpips_metric, features = open_metrics(lpips, fvd, dev, i3d, download)
     try:
         report = run_evaluation(models, videos, protocol, dt, lpips_metric, features, speed_protocol, progress=_say)
     except ValueError as e:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import typer
 
 from pvvae_cli.cli.common import fail, load_model
-from pvvae_cli.models.pvvae.config import PRESETS
 
 
 def info(
@@ -18,13 +16,15 @@ def info(
     ] = None,
 ) -> None:
     """Print the architecture and parameter count of a model, or the table of presets."""
-    from pvvae_cli.models.pvvae.model import VideoVAE
+    import torch
+
+    from pvvae_cli.models import registry
 
     if model is None:
         typer.echo(f"{'preset':<12} {'latent':<10} {'parameters':>12}")
-        for name, cfg in PRESETS.items():
+        for name, cfg in registry.presets().items():
             with torch.device("meta"):  # count without allocating
-                n = VideoVAE(cfg).num_parameters()
+                n = _num_parameters(registry.build_model(cfg))
             typer.echo(f"{name:<12} {cfg.tag:<10} {n:>12,}")
         return
     try:
@@ -32,6 +32,11 @@ def info(
     except ValueError as e:
         fail(str(e))
     cfg = vae.config
-    typer.echo(f"model: {model}\nname: {cfg.name}\nlatent: {cfg.tag}\nparameters: {vae.num_parameters():,}")
+    name = getattr(cfg, "name", "-")
+    typer.echo(f"model: {model}\nname: {name}\nlatent: {cfg.tag}\nparameters: {_num_parameters(vae):,}")
     for key, value in cfg.to_dict().items():
         typer.echo(f"  {key}: {value}")
+
+
+def _num_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

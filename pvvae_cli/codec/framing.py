@@ -1,6 +1,7 @@
 """Frame geometry and count decisions: how a clip of any size and length becomes valid model input, and back.
 
-The model takes ``1 + 4k`` frames whose height and width are multiples of 16 (for t4s16). A ``FramePlan``
+The model takes ``1 + tc*k`` frames (``pvvae_cli.frames``) whose height and width are multiples of its spatial
+factor ``s`` (``tc = 4``, ``s = 16`` for t4s16). A ``FramePlan``
 records, for one clip, every decision made to get there (resize, pad/crop/resize to a multiple, repeated last
 frames) so that decoding returns exactly the original number of frames at the original size. Nothing is ever
 dropped silently: frames are only added (and removed again on decode), pixels only cropped when asked.
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from pvvae_cli.frames import is_valid_frame_count, nearest_valid_frame_counts
 
 FITS = ("pad", "crop", "resize")
 
@@ -38,6 +41,12 @@ class FramePlan:
     fit: str = "pad"
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     crop: tuple[int, int, int, int] | None = None
+
+    @classmethod
+    def from_meta(cls, meta) -> FramePlan:
+        """The plan recorded in a latent file's metadata (a ``codec.latents.LatentMeta``)."""
+        return cls(meta.num_frames, meta.height, meta.width, meta.encoded_frames, meta.encoded_height,
+                   meta.encoded_width, meta.resize, meta.fit, meta.pad, meta.crop)
 
     @property
     def frame_pad(self) -> int:
@@ -137,8 +146,8 @@ def plan_frames(
     ``size``: resize to exactly ``(H, W)`` first. ``max_size``: shrink (never enlarge) so the longer side is at
     most this, keeping the aspect ratio. ``fit``: how to reach multiples of ``spatial_factor``: ``pad``
     (replicate the bottom/right edge; undone exactly on decode), ``crop`` (centre crop; not undone) or
-    ``resize`` (to the nearest multiple; resized back on decode). Frames are padded to ``1 + 4k`` by
-    repeating the last one.
+    ``resize`` (to the nearest multiple; resized back on decode). Frames are padded to the next ``1 + tc*k``
+    (``tc = temporal_factor``) by repeating the last one.
     """
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError(f"empty clip: {num_frames} frames of {height}x{width}")
@@ -173,7 +182,7 @@ def plan_frames(
     else:
         eh, ew = max(s, round(rh / s) * s), max(s, round(rw / s) * s)
     t = temporal_factor
-    encoded_frames = 1 + -(-(num_frames - 1) // t) * t
+    encoded_frames = num_frames if is_valid_frame_count(num_frames, t) else nearest_valid_frame_counts(num_frames, t)[1]
     return FramePlan(num_frames, height, width, encoded_frames, eh, ew, resize, fit, pad, crop)
 
 

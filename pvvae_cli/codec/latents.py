@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from pvvae_cli.models.pvvae.config import VAEConfig
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.models.protocol import AutoencoderConfig
 from pvvae_cli.runtime.atomic import atomic_path
 
 FORMAT = "pvvae-latent"
@@ -31,12 +32,13 @@ FORMAT_VERSION = 1
 LATENT_SUFFIX = ".safetensors"
 
 
-class LatentFormatError(ValueError):
+class LatentFormatError(PvvaeError, ValueError):
     """A file that is not a readable pvvae latent file; the message names the file and the problem."""
 
 
-def config_hash(config: VAEConfig) -> str:
-    """sha256 (first 16 hex digits) of the architecture and latent statistics; the display name is left out."""
+def config_hash(config: AutoencoderConfig) -> str:
+    """sha256 (first 16 hex digits) of the architecture and latent statistics (``config.to_dict()``); the display
+    name is left out. Permanent: latent files record it, and decoding compares it."""
     d = config.to_dict()
     d.pop("name", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -59,7 +61,7 @@ class LatentMeta:
     ``resize`` -> ``fit`` to multiples of the spatial factor (``pad`` adds ``pad`` = (top, bottom, left, right)
     replicated pixels; ``crop`` keeps ``crop`` box; ``resize`` rescales) -> ``(encoded_height, encoded_width)``.
     Time: ``num_frames`` selected frames (``frame_start``, ``frame_stride`` or ``target_fps``) plus ``frame_pad``
-    copies of the last frame make ``encoded_frames = 1 + 4k``.
+    copies of the last frame make ``encoded_frames = 1 + tc*k`` (``pvvae_cli.frames``).
     """
 
     model: str  # weights folder, hub repo id or preset:NAME, as given

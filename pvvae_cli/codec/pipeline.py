@@ -1,12 +1,14 @@
 """Streaming encode/decode of whole clips: the library behind ``pvvae encode`` and ``pvvae decode``.
 
-``Codec`` binds a model to a device and a compute dtype and turns
+``Codec`` binds a model (any ``models.protocol.VideoAutoencoder``: it uses nothing else of it) to a device and a
+compute dtype and turns
 
 - a clip (file or frame chunks) into a latent file's content: the clip is read, planned (``framing``),
-  cut into model chunks (first frame alone, then ``4 * chunk_latents`` frames), and encoded chunk by chunk
-  with an explicit ``StreamState`` (one per spatial tile when tiled), so memory does not grow with length;
-- a latent (plus its ``LatentMeta``) back into uint8 frames, one or a few latent frames at a time, restoring
-  the original frame count and size, streamed straight into a ``VideoWriter``.
+  cut into model chunks (first frame alone, then ``tc * chunk_latents`` frames), and encoded chunk by chunk
+  with ``encode_chunk`` and a stream of the model (one per spatial tile when tiled), so memory does not grow
+  with length;
+- a latent (plus its ``LatentMeta``) back into uint8 frames, one or a few latent frames at a time
+  (``decode_chunk``), restoring the original frame count and size, streamed straight into a ``VideoWriter``.
 
 Layouts: pixels float ``(B, 3, T, H, W)`` in [-1, 1]; latents ``(B, C, t, h, w)``; frames uint8 ``(T, H, W, 3)``.
 """
@@ -27,6 +29,8 @@ from pvvae_cli import __version__
 from pvvae_cli.codec.framing import FramePlan, pad_frames, plan_frames
 from pvvae_cli.codec.latents import LatentMeta, config_hash, weights_hash
 from pvvae_cli.codec.tiling import TileGrid, TileSpec, use_tiling
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.frames import check_frame_count, latent_frame_count
 from pvvae_cli.media.video_io import (
     VideoInfo,
     VideoWriter,
@@ -36,15 +40,14 @@ from pvvae_cli.media.video_io import (
     probe,
     tensor_to_frames,
 )
-from pvvae_cli.models.causal_conv import StreamState
 from pvvae_cli.models.posterior import DiagonalGaussian
-from pvvae_cli.models.pvvae.model import VideoVAE
+from pvvae_cli.models.protocol import VideoAutoencoder
 from pvvae_cli.runtime.device import autocast
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(PvvaeError, RuntimeError):
     """The model produced NaN/inf (typically fp16 overflow); the message says where and what to use instead."""
 
 
@@ -106,8 +109,8 @@ class ClipSource:
 
 def model_chunks(frames: Iterable[torch.Tensor], plan: FramePlan, chunk_frames: int) -> Iterator[torch.Tensor]:
     """Regroup pixel chunks ``(B, 3, n, H, W)`` of any lengths into model chunks: the first frame alone, then
-    ``chunk_frames`` frames (a multiple of 4), the last chunk completed with ``plan.frame_pad`` copies of the
-    last frame. Holds at most one model chunk plus one input chunk."""
+    ``chunk_frames`` frames (a multiple of the model's ``tc``), the last chunk completed with ``plan.frame_pad``
+    copies of the last frame. Holds at most one model chunk plus one input chunk."""
     buf: list[torch.Tensor] = []
     have = 0
     want = 1
@@ -138,7 +141,7 @@ class Codec:
     precision (fp32, bf16 or fp16 through autocast; weights stay fp32). Every output is checked for NaN/inf.
     """
 
-    def __init__(self, vae: VideoVAE, model_name: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, vae: VideoAutoencoder, model_name: str, device: torch.device, dtype: torch.dtype) -> None:
         self.vae = vae.eval().to(device)
         self.model_name = model_name
         self.device = device
@@ -187,20 +190,20 @@ class Codec:
         tiled = use_tiling(options.tile, plan.encoded_height, plan.encoded_width, spec)
         s = cfg.spatial_compression
         grid = TileGrid(plan.encoded_height // s, plan.encoded_width // s, spec, s) if tiled else None
-        states = grid.new_states() if tiled else [StreamState()]
-        encoder = self.vae.encoder
+        streams = grid.new_streams(self.vae) if grid is not None else [self.vae.new_stream()]
         means, logvars = [], []
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for i, x in enumerate(model_chunks(chunks, plan, chunk_frames)):
                 x = x.to(self.device, non_blocking=True)
                 if grid is not None:
-                    moments = grid.run(encoder, x, states, in_scale=s, out_scale=1)
+                    post = grid.encode(self.vae, x, streams)
                 else:
-                    moments = encoder(x, states[0]).float()
-                self._check_finite(moments, f"latent chunk {i}")
-                post = DiagonalGaussian.from_moments(moments)
-                means.append(post.mean.cpu())
-                logvars.append(post.logvar.cpu())
+                    post = self.vae.encode_chunk(x, streams[0])
+                mean, logvar = post.mean.float(), post.logvar.float()
+                self._check_finite(mean, f"latent chunk {i}")
+                self._check_finite(logvar, f"latent chunk {i}")
+                means.append(mean.cpu())
+                logvars.append(logvar.cpu())
         return torch.cat(means, dim=2), torch.cat(logvars, dim=2)
 
     def finish(
@@ -256,7 +259,8 @@ class Codec:
             raise ValueError(f"latent has {latent.shape[0]} channels, model {self.model_name} expects "
                              f"{cfg.latent_channels}: it was made by {meta.model} ({meta.model_tag})")
         s, t = cfg.spatial_compression, cfg.temporal_compression
-        want = (1 + (meta.encoded_frames - 1) // t, meta.encoded_height // s, meta.encoded_width // s)
+        check_frame_count(meta.encoded_frames, t, what=f"the latent's encoded frame count, for {cfg.tag},")
+        want = (latent_frame_count(meta.encoded_frames, t), meta.encoded_height // s, meta.encoded_width // s)
         if tuple(latent.shape[1:]) != want:
             raise ValueError(f"latent shape {tuple(latent.shape)} does not match its metadata for {cfg.tag} "
                              f"(expected (C, {want[0]}, {want[1]}, {want[2]}))")
@@ -299,18 +303,17 @@ class Codec:
         self, z: torch.Tensor, tiled: bool = False, tile_spec: TileSpec | None = None, chunk_latents: int = 1
     ) -> Iterator[torch.Tensor]:
         """Decode raw latents ``(B, C, t, h, w)`` ``chunk_latents`` latent frames at a time; yields float32 pixel
-        chunks ``(B, 3, n, 16h, 16w)`` (not clamped) whose concatenation is the one-pass ``decode``."""
+        chunks ``(B, 3, n, s*h, s*w)`` (not clamped) whose concatenation is the one-pass ``decode``."""
         s = self.spatial_factor
         grid = TileGrid(z.shape[-2], z.shape[-1], tile_spec or TileSpec(), s) if tiled else None
-        states = grid.new_states() if tiled else [StreamState()]
-        decoder = self.vae.decoder
+        streams = grid.new_streams(self.vae) if grid is not None else [self.vae.new_stream()]
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for i in range(0, z.shape[2], chunk_latents):
                 zc = z[:, :, i : i + chunk_latents].to(self.device)
                 if grid is not None:
-                    x = grid.run(decoder, zc, states, in_scale=1, out_scale=s)
+                    x = grid.decode(self.vae, zc, streams)
                 else:
-                    x = decoder(zc, states[0]).float()
+                    x = self.vae.decode_chunk(zc, streams[0]).float()
                 self._check_finite(x, f"decoded frames of latent frame {i}")
                 yield x.cpu()
 

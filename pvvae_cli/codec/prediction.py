@@ -1,52 +1,56 @@
 """Future-frame prediction with a predictive VAE: encode a prefix, append padding latents, decode the whole clip.
 
-This is inference with the paper's training objective (§3.1): the model saw clips whose trailing 4-frame groups
-were dropped and replaced by padding latents, and learned to reconstruct the whole clip. Here the "dropped"
-groups are the future. Frame counts follow the causal t4 layout: ``K = 1 + 4a`` context frames give ``1 + a``
-latent frames; ``F = 4b`` future frames need ``b`` padding latents.
+This is inference with the paper's training objective (§3.1): the model saw clips whose trailing ``tc``-frame
+groups were dropped and replaced by padding latents, and learned to reconstruct the whole clip. Here the "dropped"
+groups are the future. Frame counts follow the causal layout of ``pvvae_cli.frames`` with the model's temporal
+factor ``tc`` (4 for t4 models): ``K = 1 + tc*a`` context frames give ``1 + a`` latent frames; ``F = tc*b``
+future frames need ``b`` padding latents.
 
 Pixels are ``(B, 3, T, H, W)`` in [-1, 1]; latents ``(B, C, t, h, w)`` in the model's raw (un-normalised) space,
-where the padding token lives.
+where the padding token lives. ``predict_clip`` and ``predict_latent_file`` are the file-level entry points of
+``pvvae predict``: they read the context, check it against the model and return a ``Prediction``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from pvvae_cli.codec.framing import FramePlan
+from pvvae_cli.frames import is_valid_frame_count, nearest_valid_frame_counts, pixel_frame_count, round_down_to_valid
 from pvvae_cli.metrics.image import psnr, ssim
+from pvvae_cli.models.pvvae.config import PADDING_MODES
 from pvvae_cli.models.pvvae.model import VideoVAE
 from pvvae_cli.runtime.device import autocast
 
 
-def _nearest(value: int, valid) -> str:
-    below = max((v for v in valid if v <= value), default=None)
-    above = min((v for v in valid if v >= value), default=None)
-    options = sorted({v for v in (below, above) if v is not None})
-    return " or ".join(str(v) for v in options)
-
-
-def check_prediction_frames(context_frames: int, future_frames: int, temporal_compression: int = 4) -> None:
-    """Raise ``ValueError`` unless ``context_frames = 1 + 4a`` (a >= 0) and ``future_frames = 4b`` (b >= 1),
-    naming the nearest valid values (4 = ``temporal_compression``)."""
+def check_prediction_frames(context_frames: int, future_frames: int, temporal_compression: int) -> None:
+    """Raise ``ValueError`` unless ``context_frames = 1 + tc*a`` (a >= 0) and ``future_frames = tc*b`` (b >= 1),
+    naming the nearest valid values (``tc`` = the model's ``temporal_compression``)."""
     tc = temporal_compression
-    if context_frames < 1 or (context_frames - 1) % tc:
-        valid = range(1, max(context_frames, 1) + tc + 1, tc)
+    if not is_valid_frame_count(context_frames, tc):
+        lo, hi = nearest_valid_frame_counts(context_frames, tc)
+        nearest = str(lo) if context_frames < lo else f"{lo} or {hi}"
         raise ValueError(f"context frames must be 1 + {tc}a (1, {1 + tc}, {1 + 2 * tc}, ...), got {context_frames}; "
-                         f"nearest valid: {_nearest(context_frames, valid)}")
+                         f"nearest valid: {nearest}")
     if future_frames < tc or future_frames % tc:
-        valid = range(tc, max(future_frames, tc) + tc + 1, tc)
+        lo = max(tc, future_frames // tc * tc)
+        nearest = str(lo) if future_frames < lo else f"{lo} or {lo + tc}"
         raise ValueError(f"future frames must be a positive multiple of {tc} ({tc}, {2 * tc}, ...), got "
-                         f"{future_frames}; nearest valid: {_nearest(future_frames, valid)}")
+                         f"{future_frames}; nearest valid: {nearest}")
 
 
 def resolve_padding(vae: VideoVAE, padding: str | None) -> str:
     """``None``/``auto`` -> the model's own ``padding_mode``. Learned padding on a model without a padding token
     raises ``ValueError`` that says to use gaussian padding."""
+    if not hasattr(vae, "pad_latents"):
+        raise ValueError(f"{type(vae).__name__} has no padding latents: it cannot predict future frames")
     mode = vae.config.padding_mode if padding in (None, "auto") else padding
-    if mode not in ("learnable", "gaussian"):
-        raise ValueError(f"unknown padding {padding!r}; use auto, learnable or gaussian")
+    if mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding {padding!r}; use auto, {' or '.join(PADDING_MODES)}")
     if mode == "learnable" and vae.padding_token is None:
         raise ValueError("this model has no learned padding tokens (it was trained with gaussian padding); "
                          "use gaussian padding (--padding gaussian)")
@@ -62,12 +66,12 @@ def predict_from_latents(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Raw latents ``(B, C, 1+a, h, w)`` of the context -> pixels ``(B, 3, 1+4a+F, 16h, 16w)`` in [-1, 1].
+    """Raw latents ``(B, C, 1+a, h, w)`` of the context -> pixels ``(B, 3, 1+tc*a+F, s*h, s*w)`` in [-1, 1].
 
-    The first ``1+4a`` output frames decode the context; the last ``F = future_frames`` are the prediction.
+    The first ``1+tc*a`` output frames decode the context; the last ``F = future_frames`` are the prediction.
     """
     tc = vae.config.temporal_compression
-    check_prediction_frames(1 + tc * (latents.shape[2] - 1), future_frames, tc)
+    check_prediction_frames(pixel_frame_count(latents.shape[2], tc), future_frames, tc)
     mode = resolve_padding(vae, padding)
     device = next(vae.parameters()).device
     z = vae.pad_latents(latents.to(device, torch.float32), future_frames // tc, mode=mode, generator=generator)
@@ -85,7 +89,7 @@ def predict_future(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Context pixels ``(B, 3, K, H, W)`` in [-1, 1], ``K = 1 + 4a`` -> ``(B, 3, K + F, H, W)`` in [-1, 1]:
+    """Context pixels ``(B, 3, K, H, W)`` in [-1, 1], ``K = 1 + tc*a`` -> ``(B, 3, K + F, H, W)`` in [-1, 1]:
     the decoded context followed by ``F = future_frames`` predicted frames. The context is encoded to its
     posterior mode; ``padding`` is ``learnable``, ``gaussian`` or ``None`` (the model's own mode)."""
     check_prediction_frames(context.shape[2], future_frames, vae.config.temporal_compression)
@@ -137,3 +141,117 @@ def score_prediction(
     }
     means = {k: float(v.double().mean()) for k, v in per.items()}
     return PredictionScores(frames=truth.shape[2], **means), per
+
+
+# ------------------------------------------------------------------------------------------------ files
+@dataclass(frozen=True)
+class Prediction:
+    """What ``pvvae predict`` shows. ``output`` ``(1, 3, K + F, H, W)`` in [-1, 1]: the decoded context, then the
+    ``future_frames`` (F) predicted frames. ``source`` ``(1, 3, K + g, H, W)``: the observed context and the
+    ``g <= F`` true future frames the video has (None for a latent context). ``fps``: the source's (8 for an
+    image). ``warnings``: things the user should know (e.g. a latent made by other weights)."""
+
+    output: torch.Tensor
+    future_frames: int
+    fps: float
+    source: torch.Tensor | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def context_frames(self) -> int:
+        return self.output.shape[2] - self.future_frames
+
+    @property
+    def true_future_frames(self) -> int:
+        """``g``: how many of the predicted frames have ground truth."""
+        return 0 if self.source is None else self.source.shape[2] - self.context_frames
+
+    def score(self) -> PredictionScores | None:
+        """The predicted frames that have ground truth, scored against it and against the copy-last-frame
+        baseline; None without ground truth."""
+        k, g = self.context_frames, self.true_future_frames
+        if not g:
+            return None
+        return score_prediction(self.output[:, :, k : k + g], self.source[:, :, k:], self.source[:, :, k - 1 : k])[0]
+
+    def frames(self, decoded_context: bool = False, side_by_side: bool = False) -> np.ndarray:
+        """uint8 ``(K + F, H, W, 3)``: the observed context (the decoded one with ``decoded_context``, and always for
+        a latent context), then the prediction. ``side_by_side`` (needs all F true future frames): the ground
+        truth on the left, ``(K + F, H, 2W, 3)``."""
+        from pvvae_cli.media.video_io import tensor_to_frames
+
+        k = self.context_frames
+        observed = self.output[:, :, :k] if decoded_context or self.source is None else self.source[:, :, :k]
+        frames = tensor_to_frames(torch.cat([observed, self.output[:, :, k:]], dim=2)[0])
+        if side_by_side:
+            if self.true_future_frames != self.future_frames:
+                raise ValueError(f"side by side needs the {self.future_frames} true future frames, the source has "
+                                 f"{self.true_future_frames}")
+            frames = np.concatenate([tensor_to_frames(self.source[0]), frames], axis=2)  # ground truth | output
+        return frames
+
+
+def predict_clip(
+    vae: VideoVAE,
+    path: str | Path,
+    context_frames: int,
+    future_frames: int,
+    start: int = 0,
+    size: int | None = None,
+    padding: str | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Prediction:
+    """Predict ``future_frames`` frames of the video (or image) at ``path`` from its ``context_frames`` frames from
+    ``start``, and keep the true future frames it has for scoring. ``size``: short side resized to ``size`` and a
+    centred square crop (else native size, which must be a multiple of the model's spatial factor). Raises
+    ``ValueError`` (``VideoReadError`` for an unreadable file) with the fix."""
+    from pvvae_cli.media.transforms import resize_crop
+    from pvvae_cli.media.video_io import frames_to_tensor, probe, read_clip
+
+    tc, s = vae.config.temporal_compression, vae.config.spatial_compression
+    check_prediction_frames(context_frames, future_frames, tc)
+    if size is not None and (size < s or size % s):
+        raise ValueError(f"--size must be a positive multiple of {s}, got {size}")
+    info = probe(path)
+    available = info.num_frames - start
+    if available < context_frames:
+        hint = (f"use --context-frames {round_down_to_valid(available, tc)} or less" if available >= 1
+                else "use a smaller --start")
+        raise ValueError(f"{path}: has {info.num_frames} frames, so {context_frames} context frames from frame "
+                         f"{start} do not fit; {hint}")
+    raw, fps = read_clip(path, start=start, num_frames=min(available, context_frames + future_frames))
+    x = frames_to_tensor(raw)
+    if size is not None:
+        x = resize_crop(x, size)
+    if x.shape[2] % s or x.shape[3] % s:
+        raise ValueError(f"{path}: frames are {x.shape[3]}x{x.shape[2]}, not multiples of {s}; pass --size N "
+                         f"(a multiple of {s}) to resize and centre-crop")
+    x = x.unsqueeze(0)  # (1, 3, K + g, H, W)
+    out = predict_future(vae, x[:, :, :context_frames], future_frames, padding, generator, dtype).cpu()
+    return Prediction(out, future_frames, fps if fps > 0 else 8.0, source=x)
+
+
+def predict_latent_file(
+    codec,
+    path: str | Path,
+    future_frames: int,
+    padding: str | None = None,
+    generator: torch.Generator | None = None,
+    force: bool = False,
+) -> Prediction:
+    """Predict ``future_frames`` frames after the context stored in a latent file from ``pvvae encode``, with
+    ``codec``'s model (a ``codec.pipeline.Codec``), which ``Codec.check_latent`` checks against the file (a
+    latent of another model config is refused unless ``force``). The output is at the source size, as
+    ``pvvae decode`` gives it. Raises ``ValueError`` (``LatentFormatError`` for an unreadable file)."""
+    from pvvae_cli.codec.latents import load_latent
+
+    latent, meta = load_latent(path)
+    warnings = codec.check_latent(latent, meta, force)
+    vae = codec.vae
+    z = latent.unsqueeze(0)  # (1, C, t, h, w)
+    if meta.normalized:
+        z = vae.denormalize_latents(z)  # padding tokens live in the raw latent space
+    out = predict_from_latents(vae, z, future_frames, padding, generator, codec.dtype).cpu()
+    out = FramePlan.from_meta(meta).invert(out)  # undo encode's padding (or resize) to multiples of s
+    return Prediction(out, future_frames, meta.fps if meta.fps > 0 else 8.0, warnings=tuple(warnings))

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pvvae_cli.codec.latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
 from pvvae_cli.codec.pipeline import ClipSource, Codec, EncodeOptions
 from pvvae_cli.codec.tiling import TileSpec
+from pvvae_cli.frames import latent_frame_count
 from pvvae_cli.media.discovery import Job
 from pvvae_cli.media.video_io import VideoReadError
 from pvvae_cli.runtime.atomic import atomic_path
@@ -260,7 +261,7 @@ def _latent_shape(meta: LatentMeta | None, codec: Codec) -> tuple[int, ...] | No
         return None
     cfg = codec.vae.config
     s, t = cfg.spatial_compression, cfg.temporal_compression
-    return (meta.latent_channels, 1 + (meta.encoded_frames - 1) // t, meta.encoded_height // s,
+    return (meta.latent_channels, latent_frame_count(meta.encoded_frames, t), meta.encoded_height // s,
             meta.encoded_width // s)
 
 

@@ -5,18 +5,23 @@ factor ``s`` (16 for t4s16): a tile of ``tile`` latent positions is ``tile * s``
 ramp spans ``overlap`` latent positions = ``overlap * s`` pixels, over exactly the same region of the frame in
 both spaces. (Computing the blend width in one space and applying it in the other is a classic source of seams.)
 
-Each tile keeps its own ``StreamState``, so tiling composes with chunked (streaming) inference: for every time
-chunk, every tile is encoded/decoded with its own cache, then the tiles are blended. Blending divides the
-weighted sum by the sum of weights, so uneven overlaps at the frame's far edge stay seamless.
+Each tile is its own stream of the model (``model.new_stream()``), so tiling composes with chunked (streaming)
+inference: for every time chunk, every tile goes through ``encode_chunk``/``decode_chunk`` with its own stream,
+then the tiles are blended. Without streams, every tile goes through the one-pass ``encode``/``decode``. The model
+is used through ``models.protocol.VideoAutoencoder`` only. Blending divides the weighted sum by the sum of
+weights, so uneven overlaps at the frame's far edge stay seamless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.posterior import DiagonalGaussian
+from pvvae_cli.models.protocol import VideoAutoencoder
 
 TILE_MODES = ("auto", "on", "off")
 MARGIN = 0.25  # fraction of the overlap, at each tile border, that gets zero weight
@@ -103,19 +108,43 @@ class TileGrid:
             self._weights[scale] = (tiles, total)
         return self._weights[scale]
 
-    def new_states(self) -> list[StreamState]:
-        return [StreamState() for _ in self.boxes]
+    def new_streams(self, model: VideoAutoencoder) -> list[Any]:
+        """One fresh stream of ``model`` per tile, for one direction of one clip."""
+        return [model.new_stream() for _ in self.boxes]
+
+    def encode(self, model: VideoAutoencoder, x: torch.Tensor, streams: list[Any] | None = None) -> DiagonalGaussian:
+        """Pixels ``(B, 3, T, h*s, w*s)`` in [-1, 1] -> the blended fp32 posterior ``(B, C, t, h, w)``: each tile
+        through ``model.encode_chunk`` with its stream (``streams`` from ``new_streams``), or through the
+        one-pass ``model.encode`` when ``streams`` is None. Mean and log-variance are blended alike."""
+
+        def moments(tile: torch.Tensor, stream: Any) -> torch.Tensor:
+            post = model.encode(tile) if stream is None else model.encode_chunk(tile, stream)
+            return torch.cat([post.mean, post.logvar], dim=1)
+
+        return DiagonalGaussian.from_moments(self.run(moments, x, streams, in_scale=self.s, out_scale=1))
+
+    def decode(self, model: VideoAutoencoder, z: torch.Tensor, streams: list[Any] | None = None) -> torch.Tensor:
+        """Latents ``(B, C, t, h, w)`` -> blended fp32 pixels ``(B, 3, T, h*s, w*s)`` (not clamped), each tile
+        through ``model.decode_chunk`` with its stream, or the one-pass ``model.decode`` when ``streams`` is None."""
+
+        def pixels(tile: torch.Tensor, stream: Any) -> torch.Tensor:
+            return model.decode(tile) if stream is None else model.decode_chunk(tile, stream)
+
+        return self.run(pixels, z, streams, in_scale=1, out_scale=self.s)
 
     def run(
-        self, fn, x: torch.Tensor, states: list[StreamState], in_scale: int, out_scale: int
+        self, fn: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, streams: list[Any] | None,
+        in_scale: int, out_scale: int,
     ) -> torch.Tensor:
-        """Apply ``fn(tile, state)`` to every tile of ``x`` ``(B, C, T, H, W)`` (``H = h * in_scale``) and blend
-        the outputs ``(B, C', T', h * out_scale, w * out_scale)`` in fp32."""
+        """Apply ``fn(tile, stream)`` to every tile of ``x`` ``(B, C, T, H, W)`` (``H = h * in_scale``; ``stream``
+        is None for every tile when ``streams`` is None) and blend the outputs ``(B, C', T', h * out_scale,
+        w * out_scale)`` in fp32."""
         tiles_w, total = self.weights(out_scale)
+        streams = [None] * len(self.boxes) if streams is None else streams
         out = None
-        for (y, x0, th, tw), w2, state in zip(self.boxes, tiles_w, states, strict=True):
+        for (y, x0, th, tw), w2, stream in zip(self.boxes, tiles_w, streams, strict=True):
             a = x[..., y * in_scale : (y + th) * in_scale, x0 * in_scale : (x0 + tw) * in_scale]
-            r = fn(a, state).float()
+            r = fn(a, stream).float()
             if out is None:
                 out = r.new_zeros(*r.shape[:-2], self.h * out_scale, self.w * out_scale)
             ys, xs = slice(y * out_scale, (y + th) * out_scale), slice(x0 * out_scale, (x0 + tw) * out_scale)

@@ -1,18 +1,36 @@
-"""Input discovery for batch commands: files, folders (recursive) and globs -> jobs with mirrored output paths.
+"""Finding media files: the one folder walk that encode, train and eval share, and the batch commands' jobs.
 
-A folder ``clips/`` given as input maps ``clips/a/b.mp4`` to ``OUT/a/b.<suffix>``: the output tree mirrors the
-input tree below the folder. A file maps to ``OUT/<name>``; a glob to paths relative to its fixed (wildcard-free)
-leading folder. Hidden files and folders (names starting with ``.``, e.g. our own temp files) are skipped in
-folder walks. Problems (missing path, unsupported type, two inputs mapping to one output) are returned as
-``(input, reason)`` failures, never raised, so that a batch goes on.
+``walk_media`` is the only place that lists a folder: recursive, following symbolic links (each real folder
+once), skipping hidden files and folders (names starting with ``.``: our own temp files, ``.git``, ...), keeping
+the suffixes asked for (``media_exts``: those of ``video_io``), sorted by path. So one folder gives one set of files
+in the same order whichever command reads it.
+
+Batch commands (encode, decode): ``expand_inputs`` turns files, folders and globs into files with their path
+relative to the input root, and ``plan_jobs`` mirrors that tree below the output folder: ``clips/a/b.mp4`` given
+as ``clips/`` becomes ``OUT/a/b.<suffix>``; a file maps to ``OUT/<name>``; a glob to paths relative to its fixed
+(wildcard-free) leading folder. Problems (missing path, unsupported type, two inputs mapping to one output) are
+returned as ``(input, reason)`` failures, never raised, so that a batch goes on. ``collect_videos`` is the
+raising form for commands that need every input (eval).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
+
+
+class MediaNotFound(PvvaeError, FileNotFoundError):
+    """An input path that does not exist."""
+
+
+class NoMediaFound(PvvaeError, ValueError):
+    """A folder without files of the wanted kind."""
 
 
 @dataclass(frozen=True)
@@ -28,14 +46,54 @@ def _has_magic(spec: str) -> bool:
     return any(c in spec for c in "*?[")
 
 
-def _walk(root: Path, exts: frozenset[str]) -> list[Path]:
+def media_exts(images: bool = True) -> frozenset[str]:
+    """The suffixes we read: videos, plus images unless ``images`` is False (clips of more than one frame)."""
+    return VIDEO_EXTS | IMAGE_EXTS if images else VIDEO_EXTS
+
+
+def walk_media(folder: str | Path, exts: frozenset[str]) -> list[Path]:
+    """Every file below ``folder`` whose lower-case suffix is in ``exts``, sorted by path; hidden files and folders
+    skipped; symbolic links followed, each real folder visited once (a link cycle would never end)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                found.append(Path(dirpath) / name)
-    return found
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: which link wins is fixed
+        found += [Path(dirpath) / n for n in filenames if not n.startswith(".") and Path(n).suffix.lower() in exts]
+    # Sorted by path parts (a/x.mp4 before b.mp4): training samples depend on this order, so it must not change.
+    return sorted(found)
+
+
+def media_files(path: str | Path, exts: frozenset[str]) -> list[Path]:
+    """``walk_media`` for a folder; for a file, the file itself if its suffix is in ``exts`` and it is not hidden."""
+    path = Path(path)
+    if path.is_dir():
+        return walk_media(path, exts)
+    return [path] if path.suffix.lower() in exts and not path.name.startswith(".") else []
+
+
+def collect_videos(inputs: Sequence[str | Path], include_images: bool = False) -> list[Path]:
+    """Files given directly (any type: a reader reports what it cannot read) plus the videos (and images, with
+    ``include_images``) found under folders by ``walk_media``, in input order. Raises ``MediaNotFound`` for a missing
+    input and ``NoMediaFound`` for a folder without such files."""
+    exts = media_exts(include_images)
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if not p.exists():
+            raise MediaNotFound(f"{p}: no such file or folder")
+        if p.is_file():
+            out.append(p)
+            continue
+        found = walk_media(p, exts)
+        if not found:
+            raise NoMediaFound(f"{p}: no video files found ({', '.join(sorted(exts))})")
+        out.extend(found)
+    return out
 
 
 def expand_inputs(specs: list[str], exts: frozenset[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
@@ -48,7 +106,7 @@ def expand_inputs(specs: list[str], exts: frozenset[str]) -> tuple[list[tuple[Pa
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = _walk(path, exts)
+            found = walk_media(path, exts)
             if not found:
                 failures.append((spec, f"folder has no files with suffix {', '.join(sorted(exts))}"))
             files += [(f, f.relative_to(path)) for f in found]

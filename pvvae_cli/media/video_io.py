@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pvvae_cli.errors import PvvaeError
 from pvvae_cli.runtime.atomic import AtomicFile, set_default_mode
 
 VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 
-class VideoReadError(ValueError):
+class VideoReadError(PvvaeError, ValueError):
     """A file that cannot be read as a clip; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

@@ -1,7 +1,7 @@
 """Quality metrics shared by ``eval``, ``predict``, ``train`` and ``gen``.
 
 - ``image``: PSNR and SSIM per frame (pure torch, always available).
-- ``lpips_metric``: LPIPS (AlexNet) through ``pvvae_cli.perceptual.load_lpips``.
+- ``lpips_metric``: LPIPS (AlexNet) through ``metrics.perceptual.load_lpips``.
 - ``fvd``: I3D features, Fréchet video distance and kernel video distance (KVD).
 
 Pixel inputs everywhere are ``(B, 3, T, H, W)`` or ``(N, 3, H, W)`` in [-1, 1]. A metric whose network weights
@@ -17,7 +17,7 @@ from pvvae_cli.metrics.fvd import (
     kernel_distance,
     load_i3d,
 )
-from pvvae_cli.metrics.image import mean, psnr, psnr_frames, ssim, ssim_frames
+from pvvae_cli.metrics.image import psnr, psnr_frames, ssim, ssim_frames
 from pvvae_cli.metrics.lpips_metric import LPIPSMetric
 from pvvae_cli.metrics.perceptual import MetricUnavailable
 
@@ -31,7 +31,6 @@ __all__ = [
     "fvd_from_features",
     "kernel_distance",
     "load_i3d",
-    "mean",
     "psnr",
     "psnr_frames",
     "ssim",

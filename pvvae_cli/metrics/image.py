@@ -2,8 +2,7 @@
 
 Inputs are pixel tensors in **[-1, 1]** (the model's range), either videos ``(B, 3, T, H, W)`` or images
 ``(N, 3, H, W)``; both are converted to [0, 1] internally, so ``data_range`` is 1. Videos are scored per
-frame and the frame scores averaged, giving one value per sample ``(B,)`` (images: ``(N,)``). ``mean()``
-averages those into one number.
+frame and the frame scores averaged, giving one value per sample ``(B,)`` (images: ``(N,)``).
 
 PSNR: ``10 log10(1 / MSE)`` per frame on [0, 1] (identical frames are capped at ``max_db`` rather than inf, so
 a mean stays finite). SSIM: Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), k1 = 0.01,
@@ -107,7 +106,3 @@ def ssim(
     Inputs ``(B, 3, T, H, W)`` or ``(N, 3, H, W)`` in [-1, 1]."""
     return ssim_frames(x, y, window, sigma, k1, k2).mean(1)
 
-
-def mean(values: torch.Tensor) -> float:
-    """The mean of per-sample values as a Python float."""
-    return float(values.double().mean())

@@ -1,6 +1,6 @@
 """LPIPS as a video metric: per frame on [-1, 1], then the mean over frames.
 
-The network comes from ``pvvae_cli.perceptual.load_lpips`` (the same loader the training loss uses). Without
+The network comes from ``metrics.perceptual.load_lpips`` (the same loader the training loss uses). Without
 the real backbone weights it raises ``MetricUnavailable`` with the fix; ``random_backbone=True`` exists only to
 test the wiring and never gives a reportable number.
 """

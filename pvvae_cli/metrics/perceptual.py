@@ -14,8 +14,10 @@ import warnings
 
 import torch
 
+from pvvae_cli.errors import PvvaeError
 
-class MetricUnavailable(RuntimeError):
+
+class MetricUnavailable(PvvaeError, RuntimeError):
     """A metric or loss whose network weights cannot be had here; the message says why and how to fix it."""
 
 

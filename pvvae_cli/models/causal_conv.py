@@ -33,6 +33,10 @@ class StreamState:
     def set(self, module: nn.Module, value: torch.Tensor) -> None:
         self._cache[id(module)] = value
 
+    def has_started(self, module: nn.Module) -> bool:
+        """Whether ``module`` has asked ``first_call`` in this stream (without marking it)."""
+        return id(module) in self._started
+
     def first_call(self, module: nn.Module) -> bool:
         """True the first time ``module`` asks in this stream (then remembers it was asked)."""
         key = id(module)

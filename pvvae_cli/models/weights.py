@@ -1,7 +1,9 @@
 """The weights folder format: ``config.json`` + ``model.safetensors`` (+ ``README.md`` model card).
 
-``config.json`` holds ``class_name``, ``format_version`` and every ``VAEConfig`` field (latent statistics
-included). Loading is strict and uses safetensors only: no pickle is ever unpickled.
+``config.json`` holds ``class_name`` (the family, see ``registry``), ``format_version`` and every field of the
+family's config (latent statistics included); a ``config.json`` without ``class_name`` is read as PV-VAE (the only
+family before the registry). Loading is strict and uses safetensors only: no pickle is ever unpickled. This module
+imports no model: the registry names the class to build.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pvvae_cli import __version__
-from pvvae_cli.models.pvvae.config import VAEConfig
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.models import registry
 from pvvae_cli.runtime.atomic import atomic_path
 
 FORMAT_VERSION = 1
-CLASS_NAME = "VideoVAE"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 
 
-class WeightsError(ValueError):
+class WeightsError(PvvaeError, ValueError):
     """A weights folder or repo that cannot be loaded; the message names the file and the problem."""
 
 
-def config_to_json(config: VAEConfig) -> dict:
-    return {"class_name": CLASS_NAME, "format_version": FORMAT_VERSION, "pvvae_version": __version__,
-            **config.to_dict()}
+def config_to_json(config) -> dict:
+    """``config.json``'s content for a config of any registered family."""
+    return {"class_name": registry.family_of(config).class_name, "format_version": FORMAT_VERSION,
+            "pvvae_version": __version__, **config.to_dict()}
 
 
 def save_pretrained(model, directory: str | Path, model_card: str | None = None) -> Path:
@@ -48,8 +51,8 @@ def save_pretrained(model, directory: str | Path, model_card: str | None = None)
     return directory
 
 
-def read_config(path: Path) -> VAEConfig:
-    """Parse and validate a ``config.json``."""
+def read_config(path: Path):
+    """Parse and validate a ``config.json``: an instance of its family's config class."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError as e:
@@ -58,9 +61,9 @@ def read_config(path: Path) -> VAEConfig:
         raise WeightsError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a JSON object")
-    cls = raw.pop("class_name", None)
-    if cls != CLASS_NAME:
-        raise WeightsError(f"{path}: class_name is {cls!r}, expected {CLASS_NAME!r}")
+    cls = raw.pop("class_name", registry.DEFAULT_CLASS_NAME)
+    if cls not in registry.FAMILIES:
+        raise WeightsError(f"{path}: class_name is {cls!r}, expected one of {sorted(registry.FAMILIES)}")
     version = raw.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise WeightsError(
@@ -69,7 +72,7 @@ def read_config(path: Path) -> VAEConfig:
         )
     raw.pop("pvvae_version", None)
     try:
-        return VAEConfig.from_dict(raw)
+        return registry.get_family(cls).config_class.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise WeightsError(f"{path}: invalid config: {e}") from e
 
@@ -96,12 +99,18 @@ def resolve_weights_dir(name_or_path: str | Path, revision: str | None = None) -
         raise WeightsError(f"{text}: hub download failed ({e.__class__.__name__}: {e})") from e
 
 
-def load_pretrained(name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"):
-    """Build a ``VideoVAE`` from a weights folder or hub repo id; strict about every tensor."""
-    from pvvae_cli.models.pvvae.model import VideoVAE
-
+def load_pretrained(
+    name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu",
+    expect: type | None = None,
+):
+    """Build the model of a weights folder or hub repo id (its family from ``class_name``), in eval mode; strict
+    about every tensor. ``expect``: a class the model must be an instance of (``VideoVAE.from_pretrained``)."""
     directory = resolve_weights_dir(name_or_path, revision)
     config = read_config(directory / CONFIG_NAME)
+    model_class = registry.family_of(config).model_class
+    if expect is not None and not issubclass(model_class, expect):
+        raise WeightsError(f"{directory / CONFIG_NAME}: holds a {model_class.__name__}, not a {expect.__name__}; "
+                           "load it with pvvae_cli.load_model")
     weights_path = directory / WEIGHTS_NAME
     if not weights_path.is_file():
         raise WeightsError(f"{weights_path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -109,8 +118,8 @@ def load_pretrained(name_or_path: str | Path, revision: str | None = None, devic
         tensors = load_file(weights_path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise WeightsError(f"{weights_path}: not a readable safetensors file ({e})") from e
-    with torch.device("meta"):
-        model = VideoVAE(config)
+    with torch.device("meta"):  # no memory and no init: every tensor comes from the file
+        model = model_class(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

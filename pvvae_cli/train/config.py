@@ -2,7 +2,8 @@
 
 Separate from the model's ``VAEConfig``: it is saved beside the run as ``train_config.json``, never in a
 weights folder. Values come from, in increasing priority: the stage's defaults, a ``--config`` file (TOML or
-JSON, keys are the field names below, ``-`` or ``_``), and command-line flags.
+JSON, keys are the field names below, ``-`` or ``_``), and command-line flags. A resumed run takes its saved
+config; flags may change only ``RESUMABLE_OVERRIDES`` (``resume_config``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.frames import frame_rule_message, is_valid_frame_count
+from pvvae_cli.models.pvvae.config import PADDING_MODES, PRESETS
+
 STAGES = ("image", "video", "decoder")
 PRECISIONS = ("fp32", "bf16")
-PADDINGS = ("learnable", "gaussian")
+# Settings a resumed run may change (they do not alter what is computed, except `steps`, which extends the run).
+RESUMABLE_OVERRIDES = ("steps", "workers", "device", "log_every", "val_every", "val_clips", "ckpt_every",
+                       "keep_checkpoints")
 
 
-class ConfigError(ValueError):
+class ConfigError(PvvaeError, ValueError):
     """An invalid training configuration; the message names the key (or file) and the fix."""
 
 
@@ -35,7 +42,7 @@ class TrainConfig:
     # data
     data: tuple[str, ...] = ()  # folders (repeatable) or one synthetic:KIND
     val_data: tuple[str, ...] = ()  # validation clips; default: a separate seed of the training source
-    frames: int = 17  # 1 + 4k frames per clip (the image stage uses 1)
+    frames: int = 17  # 1 + tc*k frames per clip, tc the model's temporal factor (the image stage uses 1)
     frame_stride: int = 1
     size: int = 256  # square training crop, a multiple of 16
     workers: int = 2  # DataLoader worker processes per rank
@@ -43,7 +50,7 @@ class TrainConfig:
     batch_size: int = 4  # per rank and micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
     steps: int = 10000
-    lr: float = 5e-5
+    lr: float | None = None  # None: default_lr(the model's preset name), resolved when the model is built
     warmup_steps: int = 1000  # linear warm-up over min(warmup_steps, steps // 10) steps, then cosine to lr/10
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -94,11 +101,18 @@ class TrainConfig:
             raise ConfigError("give --preset NAME (random initial weights) or --init WEIGHTS (earlier weights)")
         if self.preset is not None and self.init is not None:
             raise ConfigError(f"give --preset or --init, not both (got preset {self.preset!r}, init {self.init!r})")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise bad("preset", f"must be one of {', '.join(PRESETS)}")
         if not self.data:
             raise ConfigError("no training data: pass --data DIR (repeatable) or --data synthetic:KIND")
-        if self.frames < 1 or (self.frames - 1) % 4:
-            k = (self.frames - 1) // 4
-            raise bad("frames", f"must be 1 + 4k (nearest valid: {1 + 4 * max(k, 0)} or {5 + 4 * max(k, 0)})")
+        if not isinstance(self.frames, int):
+            raise bad("frames", "must be an integer")
+        # 1 + tc*k with the model's temporal factor tc: a preset's is known here, --init weights' once they are
+        # loaded (the trainer checks then, before anything is written).
+        if self.preset is not None:
+            self.check_frames(PRESETS[self.preset].temporal_compression)
+        elif self.frames < 1:
+            raise bad("frames", "must be >= 1")
         if self.stage == "image" and self.frames != 1:
             raise bad("frames", "must be 1 for --stage image (it trains on single frames)")
         if self.stage == "decoder" and self.max_drop_ratio > 0:
@@ -112,7 +126,7 @@ class TrainConfig:
         for key in ("workers", "warmup_steps", "gan_start_step", "seed"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise bad(key, "must be a non-negative integer")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise bad("lr", "must be > 0")
         if self.disc_lr is not None and not self.disc_lr > 0:
             raise bad("disc_lr", "must be > 0")
@@ -130,8 +144,13 @@ class TrainConfig:
             raise ConfigError("mse-weight, motion-weight and lpips-weight are all 0: nothing to reconstruct")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
-        if self.padding not in PADDINGS:
-            raise bad("padding", f"must be one of {', '.join(PADDINGS)}")
+        if self.padding not in PADDING_MODES:
+            raise bad("padding", f"must be one of {', '.join(PADDING_MODES)}")
+
+    def check_frames(self, temporal_compression: int) -> None:
+        """``frames`` must be ``1 + tc*k`` for the model's temporal factor ``tc``; raises ``ConfigError``."""
+        if not is_valid_frame_count(self.frames, temporal_compression):
+            raise ConfigError(frame_rule_message(self.frames, temporal_compression, "frames"))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -171,6 +190,18 @@ class TrainConfig:
 
 
 # Defaults that differ by stage (applied below a config file and flags).
+# Peak learning rate per preset when --lr is not given: the paper's 5e-5 is for its 661 M-parameter model; small
+# models learn many times faster at larger rates. Measured by overfitting fixed clips (benchmarks/bench_learning.py;
+# README "Does it learn?"): tiny, 4 images 64x64, 300 Adam steps: 30.4 dB at 1e-3, 26.3 dB at 3e-4.
+DEFAULT_LR: dict[str, float] = {"tiny": 1e-3, "small": 3e-4, "small-t4s8": 3e-4, "base": 5e-5}
+FALLBACK_LR = 5e-5  # the paper's, for models of another name (e.g. weights trained elsewhere)
+
+
+def default_lr(model_name: str) -> float:
+    """The peak learning rate used when none is given, for a model of this preset name."""
+    return DEFAULT_LR.get(model_name, FALLBACK_LR)
+
+
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": {"frames": 1},
     "video": {},
@@ -214,3 +245,48 @@ def build_config(stage: str, config_file: str | Path | None = None, **flags: Any
     values.update({k: v for k, v in flags.items() if v is not None})
     values["stage"] = stage
     return TrainConfig.from_dict(values, source=source)
+
+
+def resume_config(run_dir: str | Path, stage: str, config_file: str | Path | None = None,
+                  out: str | Path | None = None, **flags: Any) -> TrainConfig:
+    """The saved config of the run in ``run_dir`` with ``flags`` applied (``None`` flags are "not given").
+
+    A resumed run computes what it did: only ``RESUMABLE_OVERRIDES`` may be given, no config file, and no other
+    run folder (``out``). ``stage`` is the command's: ``decoder`` (``finetune-decoder``) resumes decoder-stage
+    runs, ``image``/``video`` (``train``) the others. Raises ``ConfigError``, or ``TrainError`` for a folder
+    without a run."""
+    from pvvae_cli.train.checkpoints import CONFIG_FILE, read_run_config  # torch: imported only when resuming
+
+    run_dir = Path(run_dir)
+    given = sorted(k for k, v in flags.items() if v is not None and k not in RESUMABLE_OVERRIDES)
+    other_out = out is not None and Path(out).resolve() != run_dir.resolve()
+    if config_file is not None or given or other_out:
+        extra = ["--config"] * (config_file is not None) + [f"--{k.replace('_', '-')}" for k in given]
+        extra += ["--out"] * other_out
+        raise ConfigError(f"--resume {run_dir} continues the saved configuration; drop {', '.join(extra)} (only "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change)")
+    saved = read_run_config(run_dir)
+    if (saved.get("stage") == "decoder") != (stage == "decoder"):
+        cmd = "finetune-decoder" if saved.get("stage") == "decoder" else "train"
+        raise ConfigError(f"{run_dir} is a {saved.get('stage')}-stage run; resume it with "
+                          f"`pvvae {cmd} --resume {run_dir}`")
+    return TrainConfig.from_dict({**saved, **{k: v for k, v in flags.items() if v is not None}},
+                                 source=str(run_dir / CONFIG_FILE))
+
+
+def absolute_sources(flags: dict[str, Any]) -> dict[str, Any]:
+    """``data``, ``val_data`` and ``init`` with existing local paths made absolute, so the saved config stays valid
+    from any working directory (``synthetic:KIND`` and hub repo ids are kept as given)."""
+    from pvvae_cli.train.data import is_synthetic
+
+    def absolute(spec: str) -> str:
+        path = Path(spec).expanduser()
+        return spec if is_synthetic(spec) or not path.exists() else str(path.resolve())
+
+    flags = dict(flags)
+    for key in ("data", "val_data"):
+        if flags.get(key):
+            flags[key] = [absolute(s) for s in flags[key]]
+    if flags.get("init"):
+        flags["init"] = absolute(flags["init"])
+    return flags

@@ -1,4 +1,4 @@
-"""Training data: random 1+4k-frame windows from folders of videos and images, or synthetic clips.
+"""Training data: random windows of ``1 + tc*k`` frames from folders of videos and images, or synthetic clips.
 
 Every sample is a pure function of ``(seed, position)``, where ``position`` counts samples in one endless,
 global stream: the file comes from a per-epoch permutation, the window start and crop from a generator seeded
@@ -16,15 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pvvae_cli.errors import PvvaeError
+from pvvae_cli.frames import frame_rule_message, is_valid_frame_count
+from pvvae_cli.media.transforms import resize_crop
+from pvvae_cli.models.pvvae.config import VAEConfig
 from pvvae_cli.train.synthetic import KINDS, SyntheticClips
 
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-class DataError(ValueError):
+class DataError(PvvaeError, ValueError):
     """Training data that cannot be used; the message names the source and the fix."""
 
 
@@ -33,25 +36,22 @@ def is_synthetic(spec: str) -> bool:
 
 
 def scan_media(roots: Sequence[str | Path], videos_only: bool) -> list[Path]:
-    """All video (and, unless ``videos_only``, image) files under ``roots``, sorted; hidden files skipped.
+    """All video (and, unless ``videos_only``, image) files under ``roots``, found by ``media.discovery``'s one
+    folder walk (sorted, hidden files and folders skipped). Raises ``DataError`` for a missing folder or one
+    without usable files."""
+    from pvvae_cli.media.discovery import media_exts, media_files
+    from pvvae_cli.media.video_io import IMAGE_EXTS
 
-    Raises ``DataError`` for a missing folder or one without usable files."""
-    from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
-
-    exts = VIDEO_EXTS if videos_only else VIDEO_EXTS | IMAGE_EXTS
+    exts = media_exts(images=not videos_only)
     files: list[Path] = []
     for root in roots:
         root = Path(root).expanduser()
         if not root.exists():
             raise DataError(f"{root}: no such data folder; pass --data with a folder of videos/images "
                             f"or {SYNTHETIC_PREFIX}KIND")
-        if root.is_file():
-            candidates = [root]
-        else:
-            candidates = sorted(p for p in root.rglob("*") if p.is_file())
-        found = [p for p in candidates if p.suffix.lower() in exts and not p.name.startswith(".")]
+        found = media_files(root, exts)
         if not found:
-            images = [p for p in candidates if p.suffix.lower() in IMAGE_EXTS]
+            images = media_files(root, IMAGE_EXTS)
             if videos_only and images:
                 raise DataError(f"{root}: holds {len(images)} image(s) but no videos; video training needs "
                                 "videos (train images with --stage image)")
@@ -61,26 +61,9 @@ def scan_media(roots: Sequence[str | Path], videos_only: bool) -> list[Path]:
     return files
 
 
-def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator | None = None) -> torch.Tensor:
-    """``(3, T, H, W)`` in [-1, 1] -> ``(3, T, size, size)``: short side resized to ``size``, then a square crop,
-    random when ``rng`` is given (training), centred otherwise (evaluation)."""
-    _, _, h, w = x.shape
-    scale = size / min(h, w)
-    if scale != 1.0:
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        # (T, 3, H, W) so time is the batch axis; antialias avoids aliasing when shrinking.
-        x = F.interpolate(x.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=scale < 1,
-                          align_corners=False).transpose(0, 1)
-        h, w = nh, nw
-    if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
-    else:
-        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    return x[:, :, top : top + size, left : left + size].clamp(-1.0, 1.0).contiguous()
-
-
 class ClipDataset(Dataset):
-    """Clips of ``frames`` frames (``1 + 4k``) at ``frame_stride`` from the files under ``roots``.
+    """Clips of ``frames`` frames (``1 + tc*k``, ``tc`` = ``temporal_compression``, the model's temporal factor)
+    at ``frame_stride`` from the files under ``roots``.
 
     Item ``position`` (any non-negative int) is ``(pixels, skipped)``: pixels float32 ``(3, T, size, size)``
     in [-1, 1], and ``skipped``, a tuple of ``"path: reason"`` strings for files that had to be passed over
@@ -90,10 +73,11 @@ class ClipDataset(Dataset):
     """
 
     def __init__(
-        self, roots: Sequence[str | Path], frames: int = 17, size: int = 64, frame_stride: int = 1, seed: int = 0
+        self, roots: Sequence[str | Path], frames: int = 17, size: int = 64, frame_stride: int = 1, seed: int = 0,
+        temporal_compression: int = VAEConfig.temporal_compression,
     ) -> None:
-        if frames < 1 or (frames - 1) % 4:
-            raise DataError(f"frames must be 1 + 4k, got {frames}")
+        if not is_valid_frame_count(frames, temporal_compression):
+            raise DataError(frame_rule_message(frames, temporal_compression, "frames"))
         if frame_stride < 1:
             raise DataError(f"frame stride must be >= 1, got {frame_stride}")
         self.roots = [str(r) for r in roots]
@@ -181,9 +165,11 @@ def collate_clips(items: list) -> tuple[torch.Tensor, list[str]]:
 
 
 def make_dataset(
-    specs: Sequence[str], frames: int, size: int, frame_stride: int = 1, seed: int = 0
+    specs: Sequence[str], frames: int, size: int, frame_stride: int = 1, seed: int = 0,
+    temporal_compression: int = VAEConfig.temporal_compression,
 ) -> Dataset:
-    """A dataset from ``--data`` values: folders, or exactly one ``synthetic:KIND``."""
+    """A dataset from ``--data`` values: folders, or exactly one ``synthetic:KIND``. ``frames`` must be
+    ``1 + tc*k`` for the model's ``temporal_compression``."""
     specs = [str(s) for s in specs]
     if not specs:
         raise DataError(f"no training data: pass --data DIR (repeatable) or --data {SYNTHETIC_PREFIX}KIND")
@@ -197,8 +183,11 @@ def make_dataset(
                             + ", ".join(SYNTHETIC_PREFIX + k for k in KINDS))
         if frame_stride != 1:
             raise DataError("--frame-stride applies to folders of videos, not to synthetic data")
+        if not is_valid_frame_count(frames, temporal_compression):
+            raise DataError(frame_rule_message(frames, temporal_compression, "frames"))
         return SyntheticClips(kind, frames=frames, size=size, seed=seed)
-    return ClipDataset(specs, frames=frames, size=size, frame_stride=frame_stride, seed=seed)
+    return ClipDataset(specs, frames=frames, size=size, frame_stride=frame_stride, seed=seed,
+                       temporal_compression=temporal_compression)
 
 
 def make_loader(

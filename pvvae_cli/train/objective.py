@@ -1,9 +1,10 @@
 """The predictive reconstruction objective (PV-VAE §3.1): encode a clip's beginning, decode all of it.
 
-A clip of ``T = 1 + 4n`` frames is split into ``G = 1 + n`` groups: group 0 is the first frame, each later
-group 4 frames. ``k ~ Uniform{0, ..., floor((G - 1) * r)}`` trailing groups are dropped (``r`` = max drop
-ratio; the first frame is always kept, ``k = 0`` keeps everything), the kept prefix ``1 + 4(n - k)`` frames is
-encoded to ``G - k`` latent frames, ``k`` padding latents are appended, and the decoder reconstructs the
+A clip of ``T = 1 + tc*n`` frames (``tc``: the model's temporal factor, 4 for t4 models) is split into
+``G = 1 + n`` groups, one per latent frame: group 0 is the first frame, each later group ``tc`` frames.
+``k ~ Uniform{0, ..., floor((G - 1) * r)}`` trailing groups are dropped (``r`` = max drop ratio; the first frame
+is always kept, ``k = 0`` keeps everything), the kept prefix ``1 + tc*(n - k)`` frames is encoded to ``G - k``
+latent frames, ``k`` padding latents are appended, and the decoder reconstructs the
 whole clip; the loss covers every frame (observed and predicted).
 """
 
@@ -15,14 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
+from pvvae_cli.frames import latent_frame_count, pixel_frame_count
 from pvvae_cli.models.posterior import DiagonalGaussian
+from pvvae_cli.models.pvvae.config import VAEConfig
 
 
-def num_groups(num_frames: int, temporal_compression: int = 4) -> int:
-    """``G = 1 + (T - 1) / 4`` for a clip of ``T = 1 + 4n`` frames."""
-    if num_frames < 1 or (num_frames - 1) % temporal_compression:
-        raise ValueError(f"frame count must be 1 + {temporal_compression}k, got {num_frames}")
-    return 1 + (num_frames - 1) // temporal_compression
+def num_groups(num_frames: int, temporal_compression: int = VAEConfig.temporal_compression) -> int:
+    """``G = 1 + (T - 1) / tc`` for a clip of ``T = 1 + tc*n`` frames (its latent frame count)."""
+    return latent_frame_count(num_frames, temporal_compression)
 
 
 def max_dropped(groups: int, max_drop_ratio: float) -> int:
@@ -38,12 +39,14 @@ def sample_num_dropped(groups: int, max_drop_ratio: float, rng: random.Random) -
     return rng.randint(0, max_dropped(groups, max_drop_ratio))
 
 
-def kept_frames(num_frames: int, dropped: int, temporal_compression: int = 4) -> int:
-    """Frames of the observed prefix when ``dropped`` trailing groups are dropped: ``1 + 4(G - 1 - k)``."""
+def kept_frames(
+    num_frames: int, dropped: int, temporal_compression: int = VAEConfig.temporal_compression
+) -> int:
+    """Frames of the observed prefix when ``dropped`` trailing groups are dropped: ``1 + tc*(G - 1 - k)``."""
     groups = num_groups(num_frames, temporal_compression)
     if not 0 <= dropped <= groups - 1:
         raise ValueError(f"can drop 0..{groups - 1} groups of a {num_frames}-frame clip, got {dropped}")
-    return 1 + temporal_compression * (groups - 1 - dropped)
+    return pixel_frame_count(groups - dropped, temporal_compression)
 
 
 @dataclass

@@ -1,21 +1,23 @@
 """``VideoVAE``: the PV-VAE network (causal 3D conv encoder/decoder with a KL posterior).
 
-Public boundary layouts and ranges:
-- pixels ``x``: float ``(B, 3, T, H, W)`` in [-1, 1], ``T = 1 + 4k`` (one frame is an image), ``H, W``
-  multiples of ``spatial_compression``;
-- latents ``z``: ``(B, C, t, h, w)`` with ``t = 1 + k``, ``h = H / 16``, ``w = W / 16`` (for t4s16),
-  un-normalised (``normalize_latents`` maps them to the per-channel standardised space).
+It implements ``models.protocol.VideoAutoencoder``. Public boundary layouts and ranges (``tc`` and ``s`` are the
+config's ``temporal_compression`` and ``spatial_compression``, 4 and 16 for t4s16):
+- pixels ``x``: float ``(B, 3, T, H, W)`` in [-1, 1], ``T = 1 + tc*k`` (one frame is an image), ``H, W``
+  multiples of ``s``;
+- latents ``z``: ``(B, C, t, h, w)`` with ``t = 1 + k``, ``h = H / s``, ``w = W / s``, un-normalised
+  (``normalize_latents`` maps them to the per-channel standardised space).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pvvae_cli.frames import check_frame_count
+from pvvae_cli.models import weights
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.posterior import DiagonalGaussian
@@ -162,48 +164,41 @@ class VideoVAE(nn.Module):
         cls, name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"
     ) -> VideoVAE:
         """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
-        from pvvae_cli.models.weights import load_pretrained
-
-        return load_pretrained(name_or_path, revision=revision, device=device)
+        return weights.load_pretrained(name_or_path, revision=revision, device=device, expect=VideoVAE)
 
     def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        from pvvae_cli.models.weights import save_pretrained
-
-        return save_pretrained(self, directory, model_card=model_card)
+        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``."""
+        return weights.save_pretrained(self, directory, model_card=model_card)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ shape checks
     def check_pixels(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+4k, H, W)`` with H, W multiples of the spatial factor."""
+        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of the spatial factor."""
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
         t, h, w = x.shape[2:]
-        if (t - 1) % cfg.temporal_compression != 0:
-            k = (t - 1) // cfg.temporal_compression
-            lo, hi = 1 + k * cfg.temporal_compression, 1 + (k + 1) * cfg.temporal_compression
-            raise ValueError(
-                f"frame count must be 1 + {cfg.temporal_compression}k, got {t}; nearest valid: {lo} or {hi}"
-            )
+        check_frame_count(t, cfg.temporal_compression)
         s = cfg.spatial_compression
         if h % s or w % s:
             raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
 
     def check_latents(self, z: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``z`` is ``(B, latent_channels, t, h, w)``."""
         c = self.config.latent_channels
         if z.ndim != 5 or z.shape[1] != c:
             raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
 
     # ------------------------------------------------------------------ one-pass inference
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """``x``: ``(B, 3, 1+4k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/16, W/16)``."""
+        """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
         self.check_pixels(x)
         return DiagonalGaussian.from_moments(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+4k, 16h, 16w)``, nominally in [-1, 1] (not clamped)."""
+        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped)."""
         self.check_latents(z)
         return self.decoder(z)
 
@@ -213,42 +208,49 @@ class VideoVAE(nn.Module):
         return self.decode(z), posterior
 
     # ------------------------------------------------------------------ streaming (chunked) inference
-    def encode_chunks(self, chunks: Iterable[torch.Tensor]) -> Iterator[DiagonalGaussian]:
-        """Encode a clip given as consecutive chunks: the first chunk holds 1 frame, every later one a
-        multiple of ``temporal_compression`` frames. Yields the posterior of each chunk's latent frames;
-        concatenated along time they equal ``encode`` of the whole clip, with memory bounded by the chunk."""
-        state = StreamState()
-        tc = self.config.temporal_compression
-        for i, chunk in enumerate(chunks):
-            n = chunk.shape[2] if chunk.ndim == 5 else -1
-            if (i == 0 and n != 1) or (i > 0 and (n < 1 or n % tc)):
-                want = "1 frame" if i == 0 else f"a multiple of {tc} frames"
-                raise ValueError(f"chunk {i} must hold {want}, got shape {tuple(chunk.shape)}")
-            self.check_pixels(chunk if i == 0 else chunk[:, :, :1])
-            yield DiagonalGaussian.from_moments(self.encoder(chunk, state))
+    # The one streaming implementation: the codec, tiling and the chunked helpers below all go through it.
+    def new_stream(self) -> StreamState:
+        """A fresh cache for one direction (encode or decode) of one clip or tile; see ``models.protocol``."""
+        return StreamState()
 
-    def decode_chunks(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Decode consecutive latent chunks (any number of latent frames each); yields pixel chunks whose
-        concatenation equals ``decode`` of the whole latent (first latent frame -> 1 frame, others -> 4)."""
-        state = StreamState()
-        for chunk in chunks:
-            self.check_latents(chunk)
-            yield self.decoder(chunk, state)
+    def encode_chunk(self, x: torch.Tensor, stream: StreamState) -> DiagonalGaussian:
+        """The next chunk ``(B, 3, n, H, W)`` in [-1, 1] of ``stream``'s clip: ``n = 1`` for the first chunk (the
+        first frame is encoded alone), then a multiple of ``tc``. Returns the posterior of its latent frames
+        (1, then ``n / tc``); concatenated along time they equal ``encode`` of the whole clip."""
+        tc = self.config.temporal_compression
+        first = not stream.has_started(self.encoder)
+        n = x.shape[2] if x.ndim == 5 else -1
+        if first and n != 1:
+            raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
+        if not first and (n < 1 or n % tc):
+            raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
+        self.check_pixels(x[:, :, :1])
+        stream.first_call(self.encoder)  # marks the stream as started
+        return DiagonalGaussian.from_moments(self.encoder(x, stream))
+
+    def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
+        """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) of ``stream``'s clip -> its pixels (the first
+        latent frame gives 1 frame, each later one ``tc``), not clamped; concatenated they equal ``decode``."""
+        self.check_latents(z)
+        return self.decoder(z, stream)
 
     def encode_chunked(self, x: torch.Tensor, chunk_latents: int = 1) -> DiagonalGaussian:
-        """``encode`` computed ``chunk_latents`` latent frames at a time (same result, bounded memory)."""
+        """``encode`` through ``encode_chunk``, ``chunk_latents`` latent frames at a time (same result, bounded
+        memory)."""
         self.check_pixels(x)
-        tc = self.config.temporal_compression
-        step = tc * chunk_latents
-        chunks = [x[:, :, :1]] + [x[:, :, i : i + step] for i in range(1, x.shape[2], step)]
-        parts = list(self.encode_chunks(chunks))
+        step = self.config.temporal_compression * chunk_latents
+        stream = self.new_stream()
+        parts = [self.encode_chunk(x[:, :, :1], stream)]
+        parts += [self.encode_chunk(x[:, :, i : i + step], stream) for i in range(1, x.shape[2], step)]
         return DiagonalGaussian(torch.cat([p.mean for p in parts], 2), torch.cat([p.logvar for p in parts], 2))
 
     def decode_chunked(self, z: torch.Tensor, chunk_latents: int = 1) -> torch.Tensor:
-        """``decode`` computed ``chunk_latents`` latent frames at a time (same result, bounded memory)."""
+        """``decode`` through ``decode_chunk``, ``chunk_latents`` latent frames at a time (same result, bounded
+        memory)."""
         self.check_latents(z)
-        chunks = [z[:, :, i : i + chunk_latents] for i in range(0, z.shape[2], chunk_latents)]
-        return torch.cat(list(self.decode_chunks(chunks)), dim=2)
+        stream = self.new_stream()
+        parts = [self.decode_chunk(z[:, :, i : i + chunk_latents], stream) for i in range(0, z.shape[2], chunk_latents)]
+        return torch.cat(parts, dim=2)
 
     # ------------------------------------------------------------------ latent space helpers
     def pad_latents(
@@ -282,6 +284,7 @@ class VideoVAE(nn.Module):
         return z if mean is None else (z - mean) / std
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``normalize_latents``."""
         mean, std = self._latent_stats(z)
         return z if mean is None else z * std + mean
 

@@ -1,0 +1,91 @@
+"""Learning benchmark: PSNR against steps and wall time of each preset overfitting fixed clips, beside the plain
+conv autoencoder reference (``pvvae_cli.train.learning.PlainConvAE``), at equal steps and at equal wall time.
+
+Usage: python benchmarks/bench_learning.py [--presets tiny small] [--frames 1 17] [--precisions fp32 bf16]
+       [--steps 300] [--clips 4] [--size 64] [--lr PRESET=LR ...] [--threads N]
+
+Data: ``SyntheticClips("mix", frames=F, size=S, seed=0)`` items 0..clips-1 (the clips of the issue about learning).
+Each model trains with Adam at a constant learning rate (the preset's default training lr unless ``--lr`` gives
+one; the reference uses 1e-3, its best of 3e-4 / 1e-3 / 3e-3 on these clips) on MSE of the deterministic
+reconstruction (``decode(encode(x).mode())`` for the VAE). The reference is a per-frame 2-D model: for clips it
+gets one latent per frame, 4x the latent numbers of a t4 preset, so it is an easy bar in time.
+
+Printed per (preset, frames, precision): PSNR at steps 0, 50, 100, 200, 300, the preset's training seconds, the
+reference's PSNR at the same steps, and the reference's PSNR after training as long as the preset did (equal wall
+time). Speeds vary between machines; compare only figures of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def parse_lrs(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        out[name] = float(value)
+    return out
+
+
+def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: int, lr: float | None) -> None:
+    from pvvae_cli import VideoVAE
+    from pvvae_cli.train.config import default_lr
+    from pvvae_cli.train.learning import PlainConvAE, overfit, vae_reconstruct
+    from pvvae_cli.train.synthetic import SyntheticClips
+
+    data = SyntheticClips("mix", frames=frames, size=size, seed=0)
+    x = torch.stack([data[i] for i in range(clips)])
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    log = [s for s in (0, 50, 100, 200, 300, 500, 1000) if s < steps]
+    lr = lr if lr is not None else default_lr(preset)
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_preset(preset).train()
+    curve = overfit(vae_reconstruct(vae), vae.parameters(), x, steps, lr, log, dtype)
+    vae_seconds = curve[-1].seconds
+
+    torch.manual_seed(0)
+    ref = PlainConvAE()
+    ref_curve = overfit(ref, ref.parameters(), x, steps, 1e-3, log, dtype)
+    # Equal wall time: train a fresh reference for as long as the preset took (steps counted as they come).
+    torch.manual_seed(0)
+    ref2 = PlainConvAE()
+    per_step = max(ref_curve[-1].seconds / steps, 1e-6)
+    eq = overfit(ref2, ref2.parameters(), x, int(vae_seconds / per_step), 1e-3, (), dtype)[-1]
+
+    ref_params = sum(p.numel() for p in ref.parameters())
+    print(f"\n## {preset} ({vae.num_parameters():,} params, lr {lr:g}) vs reference ({ref_params:,} params, lr 1e-3): "
+          f"{clips} clips x {frames} frames x {size}x{size}, {precision}")
+    print("| step | " + " | ".join(str(p.step) for p in curve) + " |")
+    print("|---|" + "---|" * len(curve))
+    print(f"| {preset} PSNR dB | " + " | ".join(f"{p.psnr:.2f}" for p in curve) + " |")
+    print("| reference PSNR dB | " + " | ".join(f"{p.psnr:.2f}" for p in ref_curve) + " |")
+    print(f"{preset}: {vae_seconds:.1f} s for {steps} steps; reference: {ref_curve[-1].seconds:.1f} s. "
+          f"Equal wall time: reference after {eq.step} steps ({eq.seconds:.1f} s): {eq.psnr:.2f} dB", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--frames", nargs="+", type=int, default=[1, 17])
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--clips", type=int, default=4)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--lr", nargs="*", default=[], help="PRESET=LR overrides")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lrs = parse_lrs(args.lr)
+    for preset in args.presets:
+        for frames in args.frames:
+            for precision in args.precisions:
+                run(preset, frames, precision, args.steps, args.clips, args.size, lrs.get(preset))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""What a PV-VAE run trains: the model it starts from, which of its parameters learn, and the optimisers.
+
+The values here (AdamW betas, weight-decay groups, the discriminator's optimiser) are the training recipe;
+the README's Training section documents them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pvvae_cli.train.checkpoints import CONFIG_FILE, WEIGHTS_DIR, TrainError
+from pvvae_cli.train.config import TrainConfig
+from pvvae_cli.train.state import lr_factor
+
+
+def resolve_init(spec: str) -> str:
+    """``--init`` accepts a weights folder, a hub repo id, or a run folder (its exported ``weights/``)."""
+    path = Path(spec).expanduser()
+    if (path / CONFIG_FILE).is_file() and not (path / "config.json").is_file():
+        if not (path / WEIGHTS_DIR / "config.json").is_file():
+            raise TrainError(f"{path}: a run folder without exported weights (the run has not finished); "
+                             f"finish it with --resume {path}, or pass a weights folder")
+        return str(path / WEIGHTS_DIR)
+    return spec
+
+
+def build_vae(cfg: TrainConfig):
+    """The model a run starts from: ``--init`` weights or a ``--preset`` with random weights, with the padding
+    mode of the run (``--padding``; the decoder stage keeps the model's, it is frozen there)."""
+    from pvvae_cli.models.pvvae.model import VideoVAE
+
+    if cfg.init is not None:
+        vae = VideoVAE.from_pretrained(resolve_init(cfg.init))
+    else:
+        vae = VideoVAE.from_preset(cfg.preset)
+    if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
+        # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
+        state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}
+        vae_new = VideoVAE(vae.config.replace(padding_mode=cfg.padding))
+        missing, unexpected = vae_new.load_state_dict(state, strict=False)
+        assert set(missing) <= {"padding_token"} and not unexpected, (missing, unexpected)
+        vae = vae_new
+    return vae.train()
+
+
+def trainable_parameters(vae, stage: str) -> list[nn.Parameter]:
+    """The parameters the stage trains. Stage 3 (decoder) freezes the encoder and the padding token; they are
+    left out of the optimiser, so they stay bit-identical."""
+    if stage == "decoder":
+        vae.encoder.requires_grad_(False)
+        if vae.padding_token is not None:
+            vae.padding_token.requires_grad_(False)
+    return [p for p in vae.parameters() if p.requires_grad]
+
+
+def build_optimizer(cfg: TrainConfig, trainable: list[nn.Parameter]):
+    """AdamW over ``trainable`` and its schedule (warm-up, then cosine to ``min_lr_ratio`` of the peak)."""
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]  # norms, biases, padding token: no weight decay
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
+    return opt, sched
+
+
+def build_disc_optimizer(cfg: TrainConfig, disc: nn.Module) -> torch.optim.Optimizer:
+    """The discriminator's AdamW (GAN-style betas, no weight decay)."""
+    return torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)

@@ -1,0 +1,43 @@
+"""What a run reports: ``metrics.jsonl`` records, progress messages and warnings, with the right process speaking.
+
+Under torchrun every process runs the loop; only the main one writes the log and says how it goes, while a
+warning (a skipped file) is printed by the process that met it, tagged with its rank.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pvvae_cli.runtime.distributed import DistInfo
+
+
+class RunLog:
+    """``write`` appends one JSON record per line to ``path`` (main process); ``say`` prints progress (main
+    process, unless ``quiet``); ``warn`` prints on every process. Messages go to ``log`` if given, else to stderr
+    above the progress bar."""
+
+    def __init__(self, path: Path, dist: DistInfo, quiet: bool = False, log: Callable[[str], None] | None = None):
+        self.path, self.dist, self.quiet, self.log = Path(path), dist, quiet, log
+
+    def write(self, record: dict) -> None:
+        if self.dist.is_main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def say(self, msg: str) -> None:
+        if self.dist.is_main and not self.quiet:
+            self._print(msg)
+
+    def warn(self, msg: str) -> None:
+        self._print((f"warning (rank {self.dist.rank}): " if self.dist.enabled else "warning: ") + msg)
+
+    def _print(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+        else:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
