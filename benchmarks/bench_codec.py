@@ -197,7 +197,7 @@ def _memory_child(mode: str, preset: str, video: str, work: str) -> None:
 def memory(args) -> None:
     import numpy as np
 
-    from pvvae_cli.media.video_io import write_video
+    from pvvae_cli.media.writer import write_video
 
     print(f"\npeak memory (VmHWM = peak RSS of a fresh process, MiB; '+model' = increase over the peak right "
           f"after building the model), preset {args.preset}, {args.memory_size}x{args.memory_size}, fp32, "
@@ -237,7 +237,7 @@ def folder(args) -> None:
     from pvvae_cli.codec.pipeline import Codec, EncodeOptions
     from pvvae_cli.codec.runner import run_encode
     from pvvae_cli.media.discovery import expand_inputs, plan_jobs
-    from pvvae_cli.media.video_io import write_video
+    from pvvae_cli.media.writer import write_video
 
     torch.manual_seed(0)
     codec = Codec(VideoVAE.from_preset(args.preset).eval(), f"preset:{args.preset}", torch.device("cpu"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pvvae_cli.media.video_io import write_video
+from pvvae_cli.media.writer import write_video
 
 HERE = Path(__file__).resolve().parent
 CRF = 20  # small files; plenty for examples

@@ -55,3 +55,20 @@ def test_info_preset_model():
     assert "latent: t4s16c8" in res.output and "RANDOM weights" in res.output
     res = runner.invoke(app, ["info", "preset:nope"])
     assert res.exit_code == 2 and "unknown preset 'nope'" in res.output
+
+
+def test_main_turns_any_pvvae_error_into_one_line(monkeypatch, capsys):
+    """A ``PvvaeError`` raised deep in the library (not caught by a command) is one line and exit code 2."""
+    import pytest
+
+    from pvvae_cli.cli import app as app_module
+    from pvvae_cli.errors import PvvaeError
+
+    def boom():
+        raise PvvaeError("clip.mp4: unreadable; re-encode it")
+
+    monkeypatch.setattr(app_module, "app", boom)
+    with pytest.raises(SystemExit) as exc:
+        app_module.main()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: clip.mp4: unreadable; re-encode it"

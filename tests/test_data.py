@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pvvae_cli.media.video_io import write_video
+from pvvae_cli.media.writer import write_video
 from pvvae_cli.train.data import (
     ClipDataset,
     DataError,

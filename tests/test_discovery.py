@@ -14,7 +14,7 @@ from pvvae_cli.media.discovery import (
     media_exts,
     walk_media,
 )
-from pvvae_cli.media.video_io import write_video
+from pvvae_cli.media.writer import write_video
 from pvvae_cli.train.data import DataError, scan_media
 
 

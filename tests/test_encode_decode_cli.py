@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import load_latent
-from pvvae_cli.media.video_io import probe, read_clip, write_video
+from pvvae_cli.media.video_io import probe, read_clip
+from pvvae_cli.media.writer import write_video
 
 MODEL = "preset:tiny"
 runner = CliRunner()

@@ -16,7 +16,7 @@ from pvvae_cli.cli.app import app
 from pvvae_cli.eval.protocol import EvalProtocol, load_clip
 from pvvae_cli.eval.reconstruction import Unavailable, evaluate
 from pvvae_cli.media.transforms import resize_crop
-from pvvae_cli.media.video_io import write_video
+from pvvae_cli.media.writer import write_video
 from pvvae_cli.metrics import LPIPSMetric, psnr, ssim
 
 runner = CliRunner()

@@ -6,7 +6,8 @@ import torch
 
 from pvvae_cli.codec.framing import FramePlan, pad_frames, parse_size, plan_frames
 from pvvae_cli.codec.pipeline import Codec, EncodeOptions, NonFiniteError, model_chunks
-from pvvae_cli.media.video_io import frames_to_tensor, read_clip, write_video
+from pvvae_cli.media.video_io import frames_to_tensor, read_clip
+from pvvae_cli.media.writer import write_video
 
 CPU = torch.device("cpu")
 

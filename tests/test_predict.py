@@ -16,7 +16,8 @@ from pvvae_cli.codec.prediction import (
     predict_future,
     score_prediction,
 )
-from pvvae_cli.media.video_io import probe, write_video
+from pvvae_cli.media.video_io import probe
+from pvvae_cli.media.writer import write_video
 
 runner = CliRunner()
 

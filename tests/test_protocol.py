@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from pvvae_cli.codec.pipeline import Codec, EncodeOptions
 from pvvae_cli.codec.tiling import TileGrid, TileSpec
 from pvvae_cli.frames import check_frame_count
-from pvvae_cli.media.video_io import frames_to_tensor, read_clip, write_video
+from pvvae_cli.media.video_io import frames_to_tensor, read_clip
+from pvvae_cli.media.writer import write_video
 from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.models.protocol import AutoencoderConfig, VideoAutoencoder
 

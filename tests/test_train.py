@@ -204,7 +204,7 @@ def test_cli_image_then_video_stage_with_config_and_resume_rules(tmp_path):
 def test_cli_bad_data_folder_errors(tmp_path, setup, message):
     import numpy as np
 
-    from pvvae_cli.media.video_io import write_video
+    from pvvae_cli.media.writer import write_video
 
     folder = tmp_path / "data"
     if setup != "missing":

@@ -9,15 +9,14 @@ from pvvae_cli.media.video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
     VideoReadError,
-    VideoWriter,
     clip_indices,
     frames_to_tensor,
     iter_clip,
     probe,
     read_clip,
     tensor_to_frames,
-    write_video,
 )
+from pvvae_cli.media.writer import VideoWriter, write_video
 
 
 def numbered(t, h=48, w=64):

@@ -48,4 +48,13 @@ app.command("finetune-decoder")(finetune_decoder)
 
 
 def main() -> None:
-    app()
+    """The console entry point. Commands report the errors they expect with ``fail``; any other ``PvvaeError``
+    (a user's mistake or a bad file, raised deeper in the library) still becomes one line and exit code 2, never a
+    traceback. Other exceptions are bugs and keep theirs."""
+    from pvvae_cli.errors import PvvaeError
+
+    try:
+        app()
+    except PvvaeError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None

@@ -5,10 +5,6 @@ from __future__ import annotations
 import typer
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line (no traceback), exit code 2."""
-
-
 def fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)

@@ -71,7 +71,7 @@ def predict(
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.codec.prediction import check_prediction_frames, predict_clip, predict_latent_file
-    from pvvae_cli.media.video_io import write_video
+    from pvvae_cli.media.writer import write_video
     from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
     try:

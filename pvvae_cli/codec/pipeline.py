@@ -33,13 +33,13 @@ from pvvae_cli.errors import PvvaeError
 from pvvae_cli.frames import check_frame_count, latent_frame_count
 from pvvae_cli.media.video_io import (
     VideoInfo,
-    VideoWriter,
     clip_indices,
     frames_to_tensor,
     iter_clip,
     probe,
     tensor_to_frames,
 )
+from pvvae_cli.media.writer import VideoWriter
 from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.models.protocol import VideoAutoencoder
 from pvvae_cli.runtime.device import autocast

@@ -77,7 +77,8 @@ def summary(metrics: dict) -> str:
 
 def write_sample(path: Path, sample: dict, fps: float = 8.0) -> Path:
     """Rows = clips, columns = ground truth | reconstruction | prediction; mp4 (png for single frames)."""
-    from pvvae_cli.media.video_io import tensor_to_frames, write_video
+    from pvvae_cli.media.video_io import tensor_to_frames
+    from pvvae_cli.media.writer import write_video
 
     cols = [sample["target"], sample["recon"]] + ([sample["pred"]] if "pred" in sample else [])
     rows = [torch.cat([col[i] for col in cols], dim=3) for i in range(cols[0].shape[0])]
