@@ -11,8 +11,9 @@ reconstruction (``decode(encode(x).mode())`` for the VAE). The reference is a pe
 gets one latent per frame, 4x the latent numbers of a t4 preset, so it is an easy bar in time.
 
 Printed per (preset, frames, precision): PSNR at steps 0, 50, 100, 200, 300, the preset's training seconds, the
-reference's PSNR at the same steps, and the reference's PSNR after training as long as the preset did (equal wall
-time). Speeds vary between machines; compare only figures of one run.
+reference's PSNR at the same steps, the reference's PSNR after training as long as the preset did (equal wall
+time), and the preset's final PSNR per clip with the clip's kind. Speeds vary between machines; compare only
+figures of one run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_lrs(items: list[str]) -> dict[str, float]:
 def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: int, lr: float | None) -> None:
     from pvvae_cli import VideoVAE
     from pvvae_cli.train.config import default_lr
-    from pvvae_cli.train.learning import PlainConvAE, overfit, vae_reconstruct
+    from pvvae_cli.train.learning import PlainConvAE, overfit, psnr_db, vae_reconstruct
     from pvvae_cli.train.synthetic import SyntheticClips
 
     data = SyntheticClips("mix", frames=frames, size=size, seed=0)
@@ -46,6 +47,9 @@ def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: 
     vae = VideoVAE.from_preset(preset).train()
     curve = overfit(vae_reconstruct(vae), vae.parameters(), x, steps, lr, log, dtype)
     vae_seconds = curve[-1].seconds
+    with torch.no_grad():
+        y = vae_reconstruct(vae)(x)
+        per_clip = [psnr_db(y[i : i + 1], x[i : i + 1]) for i in range(clips)]
 
     torch.manual_seed(0)
     ref = PlainConvAE()
@@ -64,7 +68,10 @@ def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: 
     print(f"| {preset} PSNR dB | " + " | ".join(f"{p.psnr:.2f}" for p in curve) + " |")
     print("| reference PSNR dB | " + " | ".join(f"{p.psnr:.2f}" for p in ref_curve) + " |")
     print(f"{preset}: {vae_seconds:.1f} s for {steps} steps; reference: {ref_curve[-1].seconds:.1f} s. "
-          f"Equal wall time: reference after {eq.step} steps ({eq.seconds:.1f} s): {eq.psnr:.2f} dB", flush=True)
+          f"Equal wall time: reference after {eq.step} steps ({eq.seconds:.1f} s): {eq.psnr:.2f} dB")
+    kinds = [data.kind_of(i) for i in range(clips)]
+    each = ", ".join(f"{k} {v:.2f} dB" for k, v in zip(kinds, per_clip, strict=True))
+    print(f"{preset} per clip after {steps} steps: {each}", flush=True)
 
 
 def main() -> None:

@@ -139,6 +139,11 @@ def _textures(rng: np.random.Generator, t_len: int, h: int, w: int) -> np.ndarra
 _MAKERS = {"shapes": _shapes, "digits": _digits, "textures": _textures}
 
 
+def _pick_kind(rng: np.random.Generator) -> str:
+    """What a ``mix`` clip is: the first draw of its generator."""
+    return ("shapes", "digits", "textures")[int(rng.integers(3))]
+
+
 def make_clip(kind: str, frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """One synthetic clip: float32 ``(T, H, W, 3)`` in [0, 1]. ``kind`` in ``KINDS``."""
     if kind not in KINDS:
@@ -146,7 +151,7 @@ def make_clip(kind: str, frames: int, height: int, width: int, rng: np.random.Ge
     if frames < 1 or height < 8 or width < 8:
         raise ValueError(f"synthetic clips need frames >= 1 and a size of at least 8x8, got {frames}x{height}x{width}")
     if kind == "mix":
-        kind = ("shapes", "digits", "textures")[int(rng.integers(3))]
+        kind = _pick_kind(rng)
     return np.clip(_MAKERS[kind](rng, frames, height, width), 0.0, 1.0)
 
 
@@ -172,6 +177,10 @@ class SyntheticClips(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def kind_of(self, index: int) -> str:
+        """The kind of item ``index`` (for ``mix``, the kind it drew)."""
+        return self.kind if self.kind != "mix" else _pick_kind(np.random.default_rng([self.seed, index]))
 
     def clip(self, index: int) -> np.ndarray:
         """Item ``index`` as float32 ``(T, H, W, 3)`` in [0, 1]."""
