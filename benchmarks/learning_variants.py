@@ -1,0 +1,105 @@
+"""Variants tried while fixing the learning issue: does a change of init, norm or lr let ``tiny`` overfit clips faster?
+
+Usage: python benchmarks/learning_variants.py [--frames 17] [--steps 300] [--variants model groupnorm ...]
+
+Each variant builds ``tiny`` with the model's own init, applies one change, and overfits
+``SyntheticClips("mix", frames=F, size=64, seed=0)`` items 0-3 with Adam (lr 1e-3 unless the variant sets one),
+MSE of ``decode(encode(x).mode())``; prints the final PSNR (dB) and the per-clip PSNR. Variants:
+
+- ``model``: the model as it is;
+- ``lr3e-4``, ``lr1.5e-4``, ``lr3e-3``: another learning rate;
+- ``latent16``: 16 latent channels instead of 8;
+- ``groupnorm``: the channel RMS norm replaced by a per-frame GroupNorm(1) (statistics over C, H, W of each
+  frame: still causal, but spatial tiles would no longer be independent; a diagnostic, not an option);
+- ``avgdown``: temporal downsampling convs start averaging their two newest taps instead of the newest only;
+- ``randup``: temporal upsampling starts random (normal, fan-in scaled) instead of as frame repetition;
+- ``no-identity``: residual blocks and attention start random (not as the identity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import torch
+from torch import nn
+
+VARIANTS = ("model", "lr3e-4", "lr1.5e-4", "lr3e-3", "latent16", "groupnorm", "avgdown", "randup", "no-identity")
+
+
+class FrameGroupNorm(nn.Module):
+    """GroupNorm(1) over (C, H, W) of each frame of ``(B, C, T, H, W)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = self.norm(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.reshape(b, t, c, h, w).transpose(1, 2)
+
+
+@contextlib.contextmanager
+def norm_replaced():
+    from pvvae_cli.models import blocks
+    from pvvae_cli.models.pvvae import model
+
+    saved = blocks.ChannelRMSNorm, model.ChannelRMSNorm
+    blocks.ChannelRMSNorm = model.ChannelRMSNorm = FrameGroupNorm
+    try:
+        yield
+    finally:
+        blocks.ChannelRMSNorm, model.ChannelRMSNorm = saved
+
+
+def build(variant: str):
+    from pvvae_cli import VideoVAE
+    from pvvae_cli.models.blocks import Downsample, FrameAttention, ResBlock, Upsample
+    from pvvae_cli.models.pvvae.model import init_current_frame_
+
+    torch.manual_seed(0)
+    if variant == "groupnorm":
+        with norm_replaced():
+            return VideoVAE.from_preset("tiny")
+    vae = VideoVAE.from_preset("tiny", **({"latent_channels": 16} if variant == "latent16" else {}))
+    with torch.no_grad():
+        for m in vae.modules():
+            if variant == "avgdown" and isinstance(m, Downsample) and m.temporal:
+                w = m.conv.weight
+                w[:, :, -2] = w[:, :, -1] / 2
+                w[:, :, -1] /= 2
+            if variant == "randup" and isinstance(m, Upsample) and m.time_conv is not None:
+                init_current_frame_(m.time_conv)
+            if variant == "no-identity" and isinstance(m, ResBlock):
+                init_current_frame_(m.conv2)
+            if variant == "no-identity" and isinstance(m, FrameAttention):
+                init_current_frame_(m.proj)
+    return vae
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    args = ap.parse_args()
+
+    from pvvae_cli.train.learning import overfit, psnr_db, vae_reconstruct
+    from pvvae_cli.train.synthetic import SyntheticClips
+
+    data = SyntheticClips("mix", frames=args.frames, size=64, seed=0)
+    x = torch.stack([data[i] for i in range(4)])
+    for variant in args.variants:
+        lr = float(variant[2:]) if variant.startswith("lr") else 1e-3
+        vae = build(variant).train()
+        end = overfit(vae_reconstruct(vae), vae.parameters(), x, args.steps, lr)[-1]
+        with torch.no_grad():
+            y = vae_reconstruct(vae)(x)
+        each = ", ".join(f"{data.kind_of(i)} {psnr_db(y[i : i + 1], x[i : i + 1]):.2f}" for i in range(4))
+        print(f"{variant:12s} lr {lr:g}: {end.psnr:.2f} dB after {args.steps} steps ({end.seconds:.0f} s); {each}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
