@@ -20,10 +20,12 @@ def nearest_valid_frame_counts(num_frames: int, tc: int) -> tuple[int, int]:
     return 1 + tc * k, 1 + tc * (k + 1)
 
 
-def frame_rule_message(num_frames: int, tc: int, what: str = "frame count") -> str:
-    """``"frame count must be 1 + 4k (1, 5, 9, ...), got 7; nearest valid: 5 or 9"``."""
+def frame_rule_message(num_frames: int, tc: int, what: str = "frame count", letter: str = "k") -> str:
+    """``"frame count must be 1 + 4k (1, 5, 9, ...), got 7; nearest valid: 5 or 9"`` (below 1: just ``1``)."""
     lo, hi = nearest_valid_frame_counts(num_frames, tc)
-    return f"{what} must be 1 + {tc}k (1, {1 + tc}, {1 + 2 * tc}, ...), got {num_frames}; nearest valid: {lo} or {hi}"
+    nearest = str(lo) if num_frames < lo else f"{lo} or {hi}"
+    return (f"{what} must be 1 + {tc}{letter} (1, {1 + tc}, {1 + 2 * tc}, ...), got {num_frames}; "
+            f"nearest valid: {nearest}")
 
 
 def check_frame_count(num_frames: int, tc: int, what: str = "frame count") -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pvvae_cli.codec.framing import FramePlan
-from pvvae_cli.frames import is_valid_frame_count, nearest_valid_frame_counts, pixel_frame_count, round_down_to_valid
+from pvvae_cli.frames import frame_rule_message, is_valid_frame_count, pixel_frame_count, round_down_to_valid
 from pvvae_cli.metrics.image import psnr, ssim
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 from pvvae_cli.models.pvvae.model import VideoVAE
@@ -32,10 +32,7 @@ def check_prediction_frames(context_frames: int, future_frames: int, temporal_co
     naming the nearest valid values (``tc`` = the model's ``temporal_compression``)."""
     tc = temporal_compression
     if not is_valid_frame_count(context_frames, tc):
-        lo, hi = nearest_valid_frame_counts(context_frames, tc)
-        nearest = str(lo) if context_frames < lo else f"{lo} or {hi}"
-        raise ValueError(f"context frames must be 1 + {tc}a (1, {1 + tc}, {1 + 2 * tc}, ...), got {context_frames}; "
-                         f"nearest valid: {nearest}")
+        raise ValueError(frame_rule_message(context_frames, tc, "context frames", letter="a"))
     if future_frames < tc or future_frames % tc:
         lo = max(tc, future_frames // tc * tc)
         nearest = str(lo) if future_frames < lo else f"{lo} or {lo + tc}"
