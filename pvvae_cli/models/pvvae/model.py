@@ -18,7 +18,7 @@ from torch import nn
 
 from pvvae_cli.frames import check_frame_count
 from pvvae_cli.models import weights
-from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample
+from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.models.pvvae.config import VAEConfig, get_preset
@@ -118,7 +118,8 @@ class VideoVAE(nn.Module):
 
     # Initial log-variance of the posterior. At 0 (std 1) the sampled latents are mostly noise while the means
     # are still small, which slows early training; std ~0.05 lets reconstruction start at once, and the KL term
-    # moves it from there (measured on tiny, 300 overfitting steps: 18.7 dB at 0 vs 23.3 dB at -6).
+    # moves it from there (measured with the 0.1.0 conv init, tiny, 300 overfitting steps: 18.7 dB at 0 vs
+    # 23.3 dB at -6; not re-measured with the current init).
     INITIAL_LOGVAR = -6.0
 
     def initialize_weights(self) -> None:
@@ -126,8 +127,8 @@ class VideoVAE(nn.Module):
 
         PyTorch's default conv init (uniform, variance ``1 / (3 * fan_in)`` with ``fan_in`` counting all
         ``kt * kh * kw`` taps) shrank the signal at every un-normalised convolution: on a single frame two of the
-        three causal temporal taps see zero padding, so each stride-2 conv lost ~4x in amplitude and the latents
-        of different images were nearly equal (std across images 0.05). The decoder then learnt the mean colour
+        three causal temporal taps see zero padding, so each stride-2 conv lost 2-4x in amplitude and the latents
+        of different images were nearly equal (std across images 0.04). The decoder then learnt the mean colour
         and the encoder's gradient vanished. Instead:
 
         - every causal conv starts as its 2-D counterpart on the *current* frame: the spatial kernel, normal with
@@ -140,12 +141,8 @@ class VideoVAE(nn.Module):
         - temporal upsampling starts as frame repetition (its two output halves copy the input);
         - the posterior's log-variance bias starts at ``INITIAL_LOGVAR``.
         """
-        from pvvae_cli.models.blocks import init_identity_residuals
-
         for m in self.modules():
-            if isinstance(m, CausalConv3d):
-                init_current_frame_(m)
-            elif isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 init_current_frame_(m)
         init_identity_residuals(self)
         bias = self.encoder.conv_out.bias
