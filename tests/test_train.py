@@ -225,3 +225,20 @@ def test_cli_needs_weights_and_output(tmp_path):
     assert r.exit_code == 2 and "finetune-decoder needs --init" in r.output
     r = runner.invoke(app, ["train", "--preset", "tiny", "--data", "synthetic:mix"])
     assert r.exit_code == 2 and "give --out" in r.output
+
+
+def test_lr_defaults_to_the_presets_and_is_saved_resolved(tmp_path):
+    """Without --lr the run uses the preset's rate (``DEFAULT_LR``), from --init weights too (their config keeps
+    the preset name), and train_config.json records the rate used, so a resumed run uses the same one."""
+    from pvvae_cli.train.config import DEFAULT_LR
+
+    cfg = tiny_train_config(lr=None, steps=1)
+    assert cfg.lr is None
+    train(cfg, tmp_path / "a", quiet=True)
+    saved = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert saved["lr"] == DEFAULT_LR["tiny"]
+    first = read_metrics(tmp_path / "a")
+    assert [r["lr"] for r in first if r["kind"] == "train"][0] > 0
+    cfg2 = tiny_train_config(lr=None, steps=1, preset=None, init=str(tmp_path / "a" / "weights"))
+    train(cfg2, tmp_path / "b", quiet=True)
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["lr"] == DEFAULT_LR["tiny"]
