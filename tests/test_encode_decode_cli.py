@@ -187,3 +187,25 @@ def test_mid_clip_read_error_in_a_batch(tmp_path, monkeypatch, tiny):
     z2 = load_latent(tmp_path / "lat" / "v2.safetensors")[0]
     ref = codec.encode_file(tmp_path / "clips" / "v2.mp4", EncodeOptions()).latent
     assert (z2 - ref).abs().max() <= 1e-5
+
+
+def test_encode_clip_decord_pads(tmp_path):
+    """A 9-frame 32x48 H.264 clip: decord returns 4 channels for it, encode must still read it exactly."""
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.mp4", frames, fps=8, codec="libx264")
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "lat"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    z, meta = load_latent(tmp_path / "lat" / "c.safetensors")
+    assert (meta.num_frames, meta.height, meta.width) == (9, 32, 48) and z.shape == (8, 3, 2, 3)
+
+
+def test_encode_warns_what_it_cannot_keep(tmp_path):
+    import imageio.v3 as iio
+
+    rgba = np.random.default_rng(0).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    iio.imwrite(tmp_path / "a.png", rgba)
+    res = runner.invoke(app, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "lat"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "alpha channel" in res.output

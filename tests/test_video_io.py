@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pvvae_cli.errors import PvvaeError
 from pvvae_cli.media.video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -97,7 +98,7 @@ def test_bad_inputs_name_file_and_reason(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "dir.mp4").mkdir()
-    cases = {"corrupt.mp4": "cannot decode", "empty.mp4": "empty file", "notes.txt": "unsupported file type",
+    cases = {"corrupt.mp4": "not a video", "empty.mp4": "empty file", "notes.txt": "unsupported file type",
              "missing.mp4": "no such file", "dir.mp4": "not a regular file"}
     for name, reason in cases.items():
         with pytest.raises(VideoReadError, match=reason) as e:
@@ -141,3 +142,68 @@ def test_tensor_conversion():
     assert np.array_equal(tensor_to_frames(x.bfloat16()), tensor_to_frames(x.bfloat16().float()))
     y = tensor_to_frames(torch.full((3, 1, 2, 2), 5.0))  # clamped, not wrapped
     assert (y == 255).all()
+
+
+def _ffmpeg(*args):
+    import subprocess
+
+    from pvvae_cli.media.ffmpeg_probe import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("width", [48, 24])
+def test_widths_decord_pads_are_read_exactly(tmp_path, width):
+    # decord returns 4 (or 6) "channels" for these widths and its get_batch fails; the clip must read exactly.
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, width, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.mp4", frames, fps=8, codec="libx264", macro_block_size=1)
+    got, fps = read_clip(tmp_path / "c.mp4")
+    assert got.shape == (9, 32, width, 3) and fps == 8.0
+    ref = np.stack([f for f in iio.imiter(tmp_path / "c.mp4", plugin="FFMPEG")])
+    assert np.array_equal(got, ref)
+    assert np.array_equal(read_clip(tmp_path / "c.mp4", start=2, stride=3)[0], ref[2::3])
+
+
+def test_ffmpeg_fallback_reader_matches_decord(tmp_path, monkeypatch):
+    """The reader used where decord has no wheel (macOS arm64): forced here with PVVAE_VIDEO_READER=ffmpeg."""
+    from pvvae_cli.media.video_io import READER_ENV
+
+    write_video(tmp_path / "v.mp4", numbered(11), fps=10)
+    want, _ = read_clip(tmp_path / "v.mp4", start=1, num_frames=6, stride=2)
+    monkeypatch.setenv(READER_ENV, "ffmpeg")
+    info = probe(tmp_path / "v.mp4")
+    assert info.reader == "ffmpeg" and (info.num_frames, info.fps, info.height, info.width) == (11, 10.0, 48, 64)
+    got, fps = read_clip(tmp_path / "v.mp4", start=1, num_frames=6, stride=2)
+    assert fps == 5.0 and np.array_equal(got, want)
+    monkeypatch.setenv(READER_ENV, "opencv")
+    with pytest.raises(PvvaeError, match="choose decord or ffmpeg"):
+        probe(tmp_path / "v.mp4")
+
+
+def test_unreadable_videos_name_the_cause(tmp_path):
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", tmp_path / "audio.mp4")
+    write_video(tmp_path / "v.mp4", numbered(8), fps=8)
+    data = (tmp_path / "v.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError, match="no video stream \\(audio only\\)") as e:
+        probe(tmp_path / "audio.mp4")
+    assert "st_nb" not in str(e.value)  # not decord's internal check
+    with pytest.raises(VideoReadError, match="truncated"):
+        probe(tmp_path / "cut.mp4")
+
+
+def test_what_cannot_be_kept_is_noted(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    alpha = np.full((20, 30), 255, np.uint8)
+    iio.imwrite(tmp_path / "opaque.png", np.dstack([rgb, alpha]))
+    alpha[:5] = 0
+    iio.imwrite(tmp_path / "rgba.png", np.dstack([rgb, alpha]))
+    assert probe(tmp_path / "opaque.png").notes == ()
+    assert "alpha channel" in probe(tmp_path / "rgba.png").notes[0]
+    write_video(tmp_path / "v.mp4", numbered(4), fps=8)
+    _ffmpeg("-i", tmp_path / "v.mp4", "-c", "copy", "-bsf:v", "h264_metadata=sample_aspect_ratio=128/117",
+            tmp_path / "sar.mp4")
+    assert probe(tmp_path / "v.mp4").notes == ()
+    assert "pixel aspect ratio 128:117" in probe(tmp_path / "sar.mp4").notes[0]

@@ -220,7 +220,8 @@ def run_encode(
                 try:
                     enc = codec.finish(mean[b], logvar[b], src, options, job.rel.as_posix())
                     save_latent(job.output, enc.latent, enc.meta, enc.mean, enc.logvar)
-                    record(Outcome(job, "encoded", "", enc.meta, tuple(enc.latent.shape)))
+                    record(Outcome(job, "encoded", "", enc.meta, tuple(enc.latent.shape),
+                                   warnings=list(src.info.notes)))
                 except Exception as e:  # noqa: BLE001 - e.g. unwritable output folder
                     record(Outcome(job, "failed", f"cannot write {job.output}: {_reason(e)}"))
     finally:
