@@ -96,7 +96,7 @@ def test_corrupt_and_empty_files_are_reported_and_the_batch_goes_on(tmp_path):
     res = runner.invoke(app, ["encode", str(clips), "str-missing", "-o", str(tmp_path / "lat"), "--model", MODEL,
                               "-q", "--batch-size", "4"])
     assert res.exit_code == 1
-    assert "corrupt.mp4: cannot decode video" in res.output and "empty.mov: empty file" in res.output
+    assert "corrupt.mp4: truncated or unfinished file" in res.output and "empty.mov: empty file" in res.output
     assert "str-missing: no such file or folder" in res.output and "encoded 1, skipped 0, failed 3" in res.output
     assert sorted(os.listdir(tmp_path / "lat")) == ["good.safetensors"]
     assert "Traceback" not in res.output
@@ -125,7 +125,7 @@ def test_decode_refuses_other_model_unless_forced(encoded, tmp_path):
     assert not (tmp_path / "rec" / "c1.mp4").exists()
     res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec"), "--model", str(other), "-q",
                               "--force", "--format", "png"])
-    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == ["000000.png"]
+    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == [".pvvae-tag", "000000.png"]
     res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec2"), "--model", "preset:small",
                               "--force"])
     assert res.exit_code == 1 and "8 channels, model preset:small expects 32" in res.output

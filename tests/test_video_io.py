@@ -74,11 +74,45 @@ def test_selection_errors(clip30):
         clip_indices(info, stride=2, fps=10.0)
 
 
-def test_odd_size_is_not_resized(tmp_path):
+def test_odd_size_is_written_playable_and_said(tmp_path):
+    # yuv444p H.264 (exact odd sizes) does not play in browsers or QuickTime: yuv420p with one replicated edge.
+    from pvvae_cli.media.ffmpeg_probe import read_header
+
     frames = numbered(3, 35, 49)
-    write_video(tmp_path / "odd.mp4", frames, fps=8)
+    notes = write_video(tmp_path / "odd.mp4", frames, fps=8)
+    assert read_header(tmp_path / "odd.mp4").pix_fmt == "yuv420p"
     info = probe(tmp_path / "odd.mp4")
-    assert (info.num_frames, info.height, info.width) == (3, 35, 49)
+    assert (info.num_frames, info.height, info.width) == (3, 36, 50)
+    assert len(notes) == 1 and "odd size 35x49 written as 36x50" in notes[0]
+    assert write_video(tmp_path / "even.mp4", frames[:, :34, :48], fps=8) == []
+    write_video(tmp_path / "odd_frames", frames, fps=8)  # PNG keeps it exact
+    assert read_clip(tmp_path / "odd_frames" / "000000.png")[0].shape == (1, 35, 49, 3)
+
+
+def test_temp_names_never_match_the_output_suffix(tmp_path):
+    from pvvae_cli.runtime.atomic import remove_stale_temps
+
+    with VideoWriter(tmp_path / "a.mp4", fps=8) as w:
+        w.write(numbered(2))
+        tmp_names = [p.name for p in tmp_path.iterdir()]
+        assert len(tmp_names) == 1 and tmp_names[0].startswith(".a.mp4.") and tmp_names[0].endswith(".tmp")
+    # A killed writer's leftovers (file or folder) are removed; another output's temp files are not.
+    (tmp_path / ".a.mp4.ab12cd_3.tmp").write_bytes(b"x")
+    (tmp_path / ".a.mp4.zz12cd_3.tmp").mkdir()
+    (tmp_path / ".a.mp4.x.mp4.ab12cd_3.tmp").write_bytes(b"x")
+    assert remove_stale_temps(tmp_path / "a.mp4") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.mp4.x.mp4.ab12cd_3.tmp", "a.mp4"]
+
+
+def test_tags_are_read_back(tmp_path):
+    from pvvae_cli.media.writer import read_tag
+
+    for name, frames in (("v.mp4", numbered(3)), ("i.png", numbered(1)), ("f", numbered(2))):
+        with VideoWriter(tmp_path / name, fps=8, tag=f"pvvae-decode:{name}") as w:
+            w.write(frames)
+        assert read_tag(tmp_path / name) == f"pvvae-decode:{name}"
+    write_video(tmp_path / "plain.mp4", numbered(2), fps=8)
+    assert read_tag(tmp_path / "plain.mp4") is None and read_tag(tmp_path / "missing.png") is None
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])

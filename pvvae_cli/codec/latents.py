@@ -95,6 +95,7 @@ class LatentMeta:
     source_mtime_ns: int = 0
     options_hash: str = ""
     pvvae_version: str = ""
+    write_id: str = ""  # the run that wrote the file: lets a run check, at its end, that its outputs are its own
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so metadata compares equal after a round trip.

@@ -1,0 +1,129 @@
+"""Nothing overwritten, nothing stale, nothing claimed that was not done: encode/decode outputs (issue 11)."""
+
+import os
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from pvvae_cli.cli.app import app
+from pvvae_cli.codec.latents import load_latent, read_meta, save_latent
+from pvvae_cli.media.video_io import probe
+from pvvae_cli.media.writer import write_video
+from pvvae_cli.runtime.output_lock import OutputLock
+
+MODEL = "preset:tiny"
+runner = CliRunner()
+
+
+def clip(t: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frames = np.repeat(rng.integers(0, 80, (1, 32, 32, 3), dtype=np.uint8), t, axis=0)
+    for i in range(t):
+        frames[i, 8:16, 2 + 2 * i : 10 + 2 * i] = 230
+    return frames
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_decode_into_the_source_folder_never_replaces_sources(tmp_path):
+    d = tmp_path / "d"
+    for i in range(3):
+        write_video(d / f"v{i}.mp4", clip(5, seed=i), fps=8)
+    before = {p.name: p.read_bytes() for p in d.glob("*.mp4")}
+    assert cli("encode", d, "-o", d, "--model", MODEL, "-q").exit_code == 0
+    res = cli("decode", d, "-o", d, "--overwrite", "-q")
+    assert res.exit_code == 1
+    assert res.output.count("is the source video") == 3 and "never overwritten" in res.output
+    assert {p.name: p.read_bytes() for p in d.glob("*.mp4")} == before
+    # A touched source no longer matches the latent's record, but is still not pvvae decode's: never replaced.
+    os.utime(d / "v0.mp4", ns=(1, 1))
+    res = cli("decode", d / "v0.safetensors", "-o", d, "--overwrite", "-q")
+    assert res.exit_code == 1 and "pvvae decode did not write" in res.output
+    assert (d / "v0.mp4").read_bytes() == before["v0.mp4"]
+
+
+def test_encode_never_replaces_a_file_that_is_not_a_latent(tmp_path):
+    write_video(tmp_path / "model.mp4", clip(5), fps=8)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"weights, not a latent")
+    res = cli("encode", tmp_path / "model.mp4", "-o", tmp_path / "out", "--model", MODEL, "--overwrite", "-q")
+    assert res.exit_code == 1 and "is not a pvvae latent file" in res.output and "never replaced" in res.output
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"weights, not a latent"
+
+
+def test_decode_replaces_a_stale_output_only_with_overwrite(tmp_path):
+    write_video(tmp_path / "c.mp4", clip(9), fps=8)
+    lat, rec = tmp_path / "lat", tmp_path / "rec"
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "--frames", "5", "-q").exit_code == 0
+    assert cli("decode", lat, "-o", rec, "-q").exit_code == 0
+    assert probe(rec / "c.mp4").num_frames == 5
+    res = cli("decode", lat, "-o", rec, "-q")
+    assert res.exit_code == 0 and "decoded 0, skipped 1, failed 0" in res.output  # up to date
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "--overwrite", "-q").exit_code == 0
+    res = cli("decode", lat, "-o", rec, "-q")
+    assert res.exit_code == 1 and "decoded from another latent file or with other options" in res.output
+    assert "--overwrite" in res.output
+    res = cli("decode", lat, "-o", rec, "-q", "--crf", "20", "--overwrite")
+    assert res.exit_code == 0 and "decoded 1, skipped 0, failed 0" in res.output
+    assert probe(rec / "c.mp4").num_frames == 9
+    res = cli("decode", lat, "-o", rec, "-q")  # other options (crf) than the output was made with
+    assert res.exit_code == 1 and "other options" in res.output
+
+
+def test_output_claimed_by_another_run_is_left_alone(tmp_path):
+    for i in range(2):
+        write_video(tmp_path / "clips" / f"v{i}.mp4", clip(5, seed=i), fps=8)
+    lat = tmp_path / "lat"
+    with OutputLock(lat / "v0.safetensors") as lock:
+        assert lock.try_acquire()
+        assert not OutputLock(lat / "v0.safetensors").try_acquire()
+        res = cli("encode", tmp_path / "clips", "-o", lat, "--model", MODEL, "-q")
+    assert res.exit_code == 0 and "encoded 1, skipped 1, failed 0" in res.output
+    assert not (lat / "v0.safetensors").exists() and (lat / "v1.safetensors").exists()
+    assert sorted(p.name for p in lat.iterdir()) == ["v1.safetensors"]  # lock files are removed
+    res = cli("encode", tmp_path / "clips", "-o", lat, "--model", MODEL, "-q")
+    assert "encoded 1, skipped 1, failed 0" in res.output  # released: the next run does it
+
+
+def test_an_output_replaced_by_another_run_is_not_reported_as_written(tmp_path, tiny):
+    """Run B rewrites run A's output after A wrote it (between A's write and A's end): A must not claim it."""
+    from pvvae_cli.codec.pipeline import Codec, EncodeOptions
+    from pvvae_cli.codec.runner import run_encode
+    from pvvae_cli.media.discovery import expand_inputs, plan_jobs
+
+    for i in range(3):
+        write_video(tmp_path / "clips" / f"v{i}.mp4", clip(5, seed=i), fps=8)
+    codec = Codec(tiny, MODEL, torch.device("cpu"), torch.float32)
+    files, _ = expand_inputs([str(tmp_path / "clips")], frozenset({".mp4"}))
+    jobs, _ = plan_jobs(files, tmp_path / "lat", lambda _: ".safetensors")
+
+    def other_run(outcome):
+        if outcome.job.output.name == "v0.safetensors":
+            z, meta = load_latent(outcome.job.output)
+            save_latent(outcome.job.output, z + 1, meta.replace(options_hash="other", write_id="run-b"))
+
+    outcomes = run_encode(codec, jobs, EncodeOptions(), quiet=True, on_outcome=other_run)
+    assert [o.status for o in outcomes] == ["failed", "encoded", "encoded"]
+    assert "replaced by another pvvae run" in outcomes[0].reason
+    ids = {read_meta(tmp_path / "lat" / f"v{i}.safetensors").write_id for i in (1, 2)}
+    assert len(ids) == 1 and "run-b" not in ids
+
+
+def test_temp_files_do_not_look_like_outputs_and_stale_ones_are_removed(tmp_path):
+    write_video(tmp_path / "c.mp4", clip(5), fps=8)
+    lat, rec = tmp_path / "lat", tmp_path / "rec"
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "-q").exit_code == 0
+    rec.mkdir()
+    # What kill -9 leaves behind: a temp file of the mp4, a half-written PNG-frame folder, a latent's temp file.
+    (rec / ".c.mp4.k9x2ab_c.tmp").write_bytes(b"half an mp4")
+    (rec / ".c.abcdefgh.tmp").mkdir()
+    (rec / ".c.abcdefgh.tmp" / "000000.png").write_bytes(b"png")
+    (lat / ".c.safetensors.abcdefgh.tmp").write_bytes(b"half a latent")
+    assert cli("decode", lat, "-o", rec, "-q").exit_code == 0
+    assert cli("decode", lat, "-o", rec, "-q", "--format", "png").exit_code == 0
+    assert sorted(p.name for p in rec.iterdir()) == ["c", "c.mp4"]
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "-q", "--overwrite").exit_code == 0
+    assert sorted(p.name for p in lat.iterdir()) == ["c.safetensors"]
