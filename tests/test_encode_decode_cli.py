@@ -106,7 +106,7 @@ def test_unwritable_output_and_missing_model(tmp_path):
     write_video(tmp_path / "a.mp4", moving(1), fps=8)
     (tmp_path / "taken").write_text("a file, not a folder")
     out = pvvae("encode", tmp_path / "a.mp4", "-o", tmp_path / "taken" / "lat", "--model", MODEL)
-    assert out.returncode == 2 and "error: cannot create output folder" in out.stderr
+    assert out.returncode == 2 and "taken is not a folder; choose another --output" in out.stderr
     assert "Traceback" not in out.stderr
     res = runner.invoke(app, ["encode", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "lat")])
     assert res.exit_code == 2 and "no default weights are shipped yet: pass --model" in res.output

@@ -53,22 +53,29 @@ def decode(
 
     if not 0 <= crf <= 51:
         fail(f"--crf must be in 0..51, got {crf}")
+    spec = TileSpec(tile_size, tile_overlap)
+    try:
+        spec.validate_basic()
+    except ValueError as e:
+        fail(f"--tile-size/--tile-overlap: {e}")
     files, failures = expand_inputs(latents, frozenset({LATENT_SUFFIX}))
-    metas = {}
+    metas, unreadable = {}, []
     for src, _ in files:
         try:
             metas[src] = read_meta(src)
-        except LatentFormatError:
-            pass  # reported per file by the runner
+        except LatentFormatError as e:
+            unreadable.append(str(e))  # also reported per file by the runner
     if model is None:
         names = sorted({m.model for m in metas.values()})
-        if len(names) != 1:
-            fail("the latents name no model" if not names else
-                 f"the latents were made by several models ({', '.join(names)}); pass --model")
+        if len(names) > 1:
+            fail(f"the latents were made by several models ({', '.join(names)}); pass --model")
+        if not names:  # say why: nothing found, or nothing readable
+            problems = [f"{given}: {why}" for given, why in failures] + unreadable
+            fail("; ".join(problems[:3]) + ("" if len(problems) <= 3 else f" (and {len(problems) - 3} more)")
+                 if problems else "no latent files given")
         model = names[0]
     prepare_output_dir(output)
     codec = open_codec(model, device, dtype)
-    spec = TileSpec(tile_size, tile_overlap)
     try:
         spec.validate(codec.spatial_factor)
     except ValueError as e:

@@ -94,11 +94,20 @@ def encode(
 
 
 def _validate(options, batch_size: int) -> None:
+    """Usage errors, found before the model loads or any file is read."""
+    from pvvae_cli.codec.tiling import TileSpec
+
     if options.start < 0 or options.stride < 1 or (options.num_frames is not None and options.num_frames < 1):
         raise ValueError("--start must be >= 0, --stride >= 1 and --frames >= 1")
     if options.fps is not None and (options.fps <= 0 or options.stride != 1):
         raise ValueError("--fps must be > 0 and cannot be combined with --stride")
     if options.size is not None and options.max_size is not None:
         raise ValueError("give either --size or --max-size, not both")
+    if options.max_size is not None and options.max_size < 1:
+        raise ValueError(f"--max-size must be >= 1, got {options.max_size}")
+    try:
+        TileSpec(options.tile_size, options.tile_overlap).validate_basic()
+    except ValueError as e:
+        raise ValueError(f"--tile-size/--tile-overlap: {e}") from None
     if batch_size < 1 or options.chunk_latents < 1:
         raise ValueError("--batch-size and --chunk must be >= 1")
