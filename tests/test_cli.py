@@ -72,3 +72,12 @@ def test_main_turns_any_pvvae_error_into_one_line(monkeypatch, capsys):
         app_module.main()
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip() == "error: clip.mp4: unreadable; re-encode it"
+
+
+def test_help_shows_flags_without_a_type_and_keeps_brackets():
+    for command in ("encode", "decode", "predict", "eval", "train"):
+        out = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
+        assert "<bool>" not in out, command
+    out = runner.invoke(app, ["encode", "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
+    assert "Store normalised latents [default: if the model has stats]." in out
+    assert "--overwrite " in out

@@ -10,10 +10,12 @@ from pvvae_cli import __version__
 from pvvae_cli.cli.decode import decode
 from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
+from pvvae_cli.cli.help_format import hide_flag_types
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
 from pvvae_cli.cli.train import finetune_decoder, train
 
+hide_flag_types()
 app = typer.Typer(
     name="pvvae",
     help="Predictive Video VAE toolkit: video clips <-> safetensors latents, training and evaluation.",

@@ -10,6 +10,7 @@ import typer
 
 from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
 from pvvae_cli.cli.common import fail
+from pvvae_cli.cli.help_format import escape
 
 
 class Format(StrEnum):
@@ -22,7 +23,8 @@ def decode(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
     model: Annotated[
         str | None,
-        typer.Option(help="Weights folder, hub repo id or preset:NAME [default: the model named in the latents]."),
+        typer.Option(help=escape("Weights folder, hub repo id or preset:NAME [default: the model named in the "
+                                 "latents].")),
     ] = None,
     format: Annotated[
         Format, typer.Option("--format", help="mp4 (H.264 at the source fps) or png (a folder of frames per clip).")

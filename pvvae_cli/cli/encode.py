@@ -10,6 +10,7 @@ import typer
 
 from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
 from pvvae_cli.cli.common import fail
+from pvvae_cli.cli.help_format import escape
 
 
 class Fit(StrEnum):
@@ -43,7 +44,8 @@ def encode(
     seed: Annotated[int, typer.Option(help="Seed of --sample (combined with each file's path).")] = 0,
     normalize: Annotated[
         bool | None,
-        typer.Option("--normalize/--no-normalize", help="Store normalised latents [default: if the model has stats]."),
+        typer.Option("--normalize/--no-normalize",
+                     help=escape("Store normalised latents [default: if the model has stats].")),
     ] = None,
     moments: Annotated[bool, typer.Option("--moments", help="Also store the posterior mean and logvar.")] = False,
     batch_size: Annotated[int, typer.Option(help="Stack up to N consecutive clips of the same shape.")] = 1,
