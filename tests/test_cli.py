@@ -81,3 +81,22 @@ def test_help_shows_flags_without_a_type_and_keeps_brackets():
     out = runner.invoke(app, ["encode", "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
     assert "Store normalised latents [default: if the model has stats]." in out
     assert "--overwrite " in out
+
+
+def test_stdout_carries_results_only_and_logs_get_no_progress_escapes(tmp_path):
+    """Native libraries' lines (decord, ffmpeg: written to file descriptor 1) go to stderr; with stderr not a
+    terminal there are no progress bars (no cursor escapes in logs)."""
+    import numpy as np
+
+    from pvvae_cli.media.writer import write_video
+
+    code = ("import os, sys; from pvvae_cli.runtime.progress import keep_stdout_for_results; "
+            "keep_stdout_for_results(); os.write(1, b'native log line\\n'); print('result')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "result\n" and "native log line" in out.stderr
+    for i in range(2):
+        write_video(tmp_path / "clips" / f"v{i}.mp4", np.zeros((5, 32, 32, 3), np.uint8), fps=8)
+    out = subprocess.run([_pvvae(), "encode", str(tmp_path / "clips"), "-o", str(tmp_path / "lat"), "--model",
+                          "preset:tiny"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == ""
+    assert "\r" not in out.stderr and "\x1b[" not in out.stderr and "encoded 2, skipped 0, failed 0" in out.stderr

@@ -54,7 +54,9 @@ def main() -> None:
     (a user's mistake or a bad file, raised deeper in the library) still becomes one line and exit code 2, never a
     traceback. Other exceptions are bugs and keep theirs."""
     from pvvae_cli.errors import PvvaeError
+    from pvvae_cli.runtime.progress import keep_stdout_for_results
 
+    keep_stdout_for_results()  # stdout: results only, whatever native libraries print
     try:
         app()
     except PvvaeError as e:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from pvvae_cli.codec.latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
 from pvvae_cli.codec.pipeline import ClipSource, Codec, EncodeOptions
@@ -43,6 +42,7 @@ from pvvae_cli.media.video_io import VideoReadError
 from pvvae_cli.media.writer import read_tag
 from pvvae_cli.runtime.atomic import atomic_path, remove_stale_temps
 from pvvae_cli.runtime.output_lock import OutputLock
+from pvvae_cli.runtime.progress import progress
 
 LONG_CLIP_FRAMES = 64  # show a per-frame progress bar for clips longer than this
 BUSY = "busy: another pvvae run is writing it"
@@ -318,19 +318,10 @@ def _verify(o: Outcome, written: str, write_id: str, read_id: Callable[[Path], s
                                     "(runs sharing an output folder must use the same options)", o.meta, o.shape)
 
 
-def progress(total: int, desc: str, unit: str, quiet: bool = False, leave: bool = True) -> tqdm:
-    """A progress bar on stderr when it is a terminal; with stderr redirected (a log file, a pipe) no bar at
-    all, so logs get no cursor escapes: the commands print their one-line results instead."""
-    import sys
-
-    disable = quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, leave=leave, disable=disable, dynamic_ncols=True)
-
-
 class _GroupChunks:
     """The current group's pixel chunks from the reader queue (an iterable for ``Codec.encode_stream``)."""
 
-    def __init__(self, q: queue.Queue, bar: tqdm) -> None:
+    def __init__(self, q: queue.Queue, bar) -> None:
         self.q, self.bar, self.finished = q, bar, False
 
     def __iter__(self) -> Iterator[torch.Tensor]:
