@@ -100,3 +100,26 @@ def test_stdout_carries_results_only_and_logs_get_no_progress_escapes(tmp_path):
                           "preset:tiny"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout == ""
     assert "\r" not in out.stderr and "\x1b[" not in out.stderr and "encoded 2, skipped 0, failed 0" in out.stderr
+
+
+def test_info_accepts_a_run_folder_as_train_init_does(tmp_path):
+    from pvvae_cli import VideoVAE
+    from pvvae_cli.train.checkpoints import CONFIG_FILE, WEIGHTS_DIR
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_FILE).write_text("{}")
+    res = runner.invoke(app, ["info", str(run)])
+    assert res.exit_code == 2 and "run folder without exported weights" in res.output
+    VideoVAE.from_preset("tiny").save_pretrained(run / WEIGHTS_DIR)
+    res = runner.invoke(app, ["info", str(run)])
+    assert res.exit_code == 0 and "latent: t4s16c8" in res.output and "parameters:" in res.output
+
+
+def test_resume_error_names_only_flags_that_exist(tmp_path):
+    res = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--lr", "0.1"])
+    assert res.exit_code == 2 and "drop --lr" in res.output and "--steps" in res.output
+    assert "--keep-checkpoints" not in res.output
+    help_text = runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    for flag in res.output.split("(only ")[1].split(" may change")[0].split(", "):
+        assert flag in help_text, flag
