@@ -209,3 +209,35 @@ def test_encode_warns_what_it_cannot_keep(tmp_path):
     res = runner.invoke(app, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "lat"), "--model", MODEL, "-q"])
     assert res.exit_code == 0, res.output
     assert "warning:" in res.output and "alpha channel" in res.output
+
+
+def test_installs_and_runs_without_decord(tmp_path, monkeypatch):
+    """decord has no wheel for macOS (Apple silicon) or Linux aarch64: it is a platform-conditional dependency, and
+    without it encode and decode read videos with imageio-ffmpeg's ffmpeg (forced here by hiding decord)."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from pvvae_cli.media.video_io import video_reader
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    req = next(Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("decord"))
+    where = {(p, m): req.marker.evaluate({"sys_platform": p, "platform_machine": m})
+             for p, m in [("darwin", "arm64"), ("darwin", "x86_64"), ("linux", "aarch64"), ("linux", "x86_64"),
+                          ("win32", "AMD64")]}
+    assert where == {("darwin", "arm64"): False, ("darwin", "x86_64"): False, ("linux", "aarch64"): False,
+                     ("linux", "x86_64"): True, ("win32", "AMD64"): True}
+
+    write_video(tmp_path / "c.mp4", moving(9, 32, 48), fps=8)
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "a"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord now raises ImportError
+    assert video_reader() == "ffmpeg"
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "b"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    za, zb = (load_latent(tmp_path / d / "c.safetensors")[0] for d in "ab")
+    assert torch.equal(za, zb)  # the same frames, whichever reader
+    res = runner.invoke(app, ["decode", str(tmp_path / "b"), "-o", str(tmp_path / "rec"), "-q"])
+    assert res.exit_code == 0 and probe(tmp_path / "rec" / "c.mp4").num_frames == 9
