@@ -127,3 +127,39 @@ def test_temp_files_do_not_look_like_outputs_and_stale_ones_are_removed(tmp_path
     assert sorted(p.name for p in rec.iterdir()) == ["c", "c.mp4"]
     assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "-q", "--overwrite").exit_code == 0
     assert sorted(p.name for p in lat.iterdir()) == ["c.safetensors"]
+
+
+def test_two_concurrent_runs_with_different_options_never_claim_each_others_files(tmp_path):
+    """Two processes encode one folder into one output folder at once, with different --frames and --overwrite.
+    Whatever the interleaving: the run that ends last must hold every output it lists as encoded (the other ended
+    first, so it can no longer write), and each output holds the encoding of a run that lists it as encoded."""
+    import json
+    import shutil
+    import subprocess
+    import time
+
+    clips = tmp_path / "clips"
+    for i in range(6):
+        write_video(clips / f"v{i}.mp4", clip(9, seed=i), fps=8)
+    lat = tmp_path / "lat"
+    exe = shutil.which("pvvae")
+    procs = {frames: subprocess.Popen([exe, "encode", str(clips), "-o", str(lat), "--model", MODEL, "--overwrite",
+                                       "--frames", str(frames), "--manifest", str(tmp_path / f"m{frames}.jsonl"),
+                                       "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for frames in (5, 9)}
+    ended, deadline = [], time.time() + 300
+    while len(ended) < 2 and time.time() < deadline:
+        ended += [f for f, p in procs.items() if f not in ended and p.poll() is not None]
+        time.sleep(0.01)
+    errors = {f: p.communicate(timeout=10)[1] for f, p in procs.items()}
+    listed = {}
+    for frames in procs:
+        assert procs[frames].returncode in (0, 1), errors[frames]
+        assert all("replaced by another pvvae run" in line for line in errors[frames].splitlines()
+                   if line.startswith("failed:")), errors[frames]
+        records = map(json.loads, (tmp_path / f"m{frames}.jsonl").read_text().splitlines())
+        listed[frames] = {r["output"] for r in records if r["status"] == "encoded"}
+    for out in map(str, lat.glob("*.safetensors")):
+        assert out in listed[read_meta(out).num_frames], out  # its writer says it wrote it
+    last = ended[-1]
+    assert all(read_meta(out).num_frames == last for out in listed[last]), errors[last]

@@ -174,14 +174,17 @@ class _Reader(threading.Thread):
         try:
             pending: list[tuple[Job, ClipSource]] = []
             for job in self.jobs:
-                if not self.claims.claim(job.output):
-                    self.put(("done", Outcome(job, "skipped", BUSY)))
-                    continue
-                if job.output.exists() or job.output.is_symlink():
-                    verdict = self._existing(job)
-                    if verdict is not None:
-                        self.put(("done", verdict))
+                try:
+                    if not self.claims.claim(job.output):
+                        self.put(("done", Outcome(job, "skipped", BUSY)))
                         continue
+                    verdict = self._existing(job) if job.output.exists() or job.output.is_symlink() else None
+                except OSError as e:  # e.g. a subfolder that cannot be created
+                    self.put(("failed", job, f"cannot write {job.output}: {e.strerror or e}"))
+                    continue
+                if verdict is not None:
+                    self.put(("done", verdict))
+                    continue
                 try:
                     src = self.codec.plan_source(job.source, self.options)
                 except Exception as e:  # noqa: BLE001 - any per-file problem is reported, the batch goes on
@@ -388,9 +391,13 @@ def run_decode(
     try:
         for job in jobs:
             lock = OutputLock(job.output)
-            if not lock.try_acquire():
+            try:
+                claimed = lock.try_acquire()
+            except OSError as e:  # e.g. a subfolder that cannot be created
+                claimed, o = None, Outcome(job, "failed", f"cannot write {job.output}: {e.strerror or e}")
+            if claimed is False:
                 o = Outcome(job, "skipped", BUSY)
-            else:
+            elif claimed:
                 try:
                     remove_stale_temps(job.output)
                     o = _decode_one(codec, job, overwrite, force, source_size, tile, tile_spec, crf, options,
