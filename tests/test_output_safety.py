@@ -163,3 +163,28 @@ def test_two_concurrent_runs_with_different_options_never_claim_each_others_file
         assert out in listed[read_meta(out).num_frames], out  # its writer says it wrote it
     last = ended[-1]
     assert all(read_meta(out).num_frames == last for out in listed[last]), errors[last]
+
+
+def test_kill_during_decode_leaves_no_mp4_lookalike_and_the_next_run_cleans_up(tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    write_video(tmp_path / "c.mp4", np.repeat(clip(1), 97, axis=0), fps=8)
+    lat, rec = tmp_path / "lat", tmp_path / "rec"
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "-q").exit_code == 0
+    proc = subprocess.Popen([shutil.which("pvvae"), "decode", str(lat), "-o", str(rec), "-q", "--tile", "on",
+                             "--tile-size", "32", "--tile-overlap", "16"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [p for p in rec.glob(".c.mp4.*") if p.name != ".c.mp4.lock"]:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # mid-write: no chance to clean up
+    proc.wait()
+    left = sorted(p.name for p in rec.iterdir() if p.name != ".c.mp4.lock")  # a dead run's lock holds nothing
+    if "c.mp4" not in left:  # the kill landed before the rename (nearly always)
+        assert len(left) == 1 and left[0].startswith(".c.mp4.") and left[0].endswith(".tmp"), left
+    assert [p.name for p in rec.rglob("*.mp4")] in ([], ["c.mp4"])  # find -name '*.mp4' sees no temp file
+    assert cli("decode", lat, "-o", rec, "-q").exit_code == 0
+    assert sorted(p.name for p in rec.iterdir()) == ["c.mp4"]

@@ -27,7 +27,9 @@ def decode(
                                  "latents].")),
     ] = None,
     format: Annotated[
-        Format, typer.Option("--format", help="mp4 (H.264 at the source fps) or png (a folder of frames per clip).")
+        Format, typer.Option("--format", help="mp4 (H.264 yuv420p at the source fps, which every player opens; an odd "
+                                              "size grows by one edge row/column) or png (a folder of frames per "
+                                              "clip, any size exactly).")
     ] = Format.mp4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[Dtype, typer.Option(help="Compute precision (auto: bf16 on CUDA, fp32 on CPU).")] = Dtype.auto,
@@ -39,12 +41,15 @@ def decode(
     ] = False,
     crf: Annotated[int, typer.Option(help="H.264 quality: 0 lossless, lower is better.")] = 12,
     force: Annotated[bool, typer.Option("--force", help="Decode latents made by a different model config.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace stale outputs of pvvae decode (never a source "
+                                                                "video or another file).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Decode latent files back to videos with exactly the original frame count and size.
 
-    Image sources come back as .png files. Existing outputs are skipped unless --overwrite.
+    Image sources come back as .png files. An existing output is skipped when it is up to date (decoded from this
+    latent file with these options), else it needs --overwrite; the source video of a latent, or any file pvvae
+    decode did not write, is never replaced. Runs sharing an output folder claim each output while they write it.
 
     A latent made by a different model (config hash or channel mismatch) is refused unless --force.
     """

@@ -50,7 +50,8 @@ def encode(
     moments: Annotated[bool, typer.Option("--moments", help="Also store the posterior mean and logvar.")] = False,
     batch_size: Annotated[int, typer.Option(help="Stack up to N consecutive clips of the same shape.")] = 1,
     chunk: Annotated[int, typer.Option(help="Latent frames per streamed chunk (speed/memory only).")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Re-encode existing latent files (never replaces a "
+                                                                "file that is not a latent).")] = False,
     manifest: Annotated[Path | None, typer.Option(help="Write a JSONL manifest of the outputs here (with --shard: "
                                                        "one per shard, NAME.shard-I-of-N.jsonl).")] = None,
     shard: Annotated[str | None, typer.Option(

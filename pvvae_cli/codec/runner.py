@@ -416,10 +416,10 @@ def run_decode(
 
 
 def decode_key(latent_path: Path, meta: LatentMeta, options: dict) -> str:
-    """Identity of a decoded output: the latent file (its metadata, size and mtime: re-encoding changes them)
-    and everything of the decode that changes the pixels."""
-    st = latent_path.stat()
-    d = {"latent": meta.to_strings(), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, **options}
+    """Identity of a decoded output: the latent file's content (its metadata, whose ``write_id`` changes with every
+    encode, and its size; not its mtime, so a copied latent folder still matches) and everything of the decode
+    that changes the pixels."""
+    d = {"latent": meta.to_strings(), "bytes": latent_path.stat().st_size, **options}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
