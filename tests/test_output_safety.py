@@ -188,3 +188,17 @@ def test_kill_during_decode_leaves_no_mp4_lookalike_and_the_next_run_cleans_up(t
     assert [p.name for p in rec.rglob("*.mp4")] in ([], ["c.mp4"])  # find -name '*.mp4' sees no temp file
     assert cli("decode", lat, "-o", rec, "-q").exit_code == 0
     assert sorted(p.name for p in rec.iterdir()) == ["c.mp4"]
+
+
+def test_decode_of_an_odd_size_warns_and_writes_a_playable_mp4(tmp_path):
+    from pvvae_cli.media.ffmpeg_probe import read_header
+
+    write_video(tmp_path / "c.mp4", clip(5), fps=8)
+    lat, rec = tmp_path / "lat", tmp_path / "rec"
+    assert cli("encode", tmp_path / "c.mp4", "-o", lat, "--model", MODEL, "--size", "33x45", "-q").exit_code == 0
+    res = cli("decode", lat, "-o", rec, "--encoded-size", "-q")  # the 33x45 the model saw
+    assert res.exit_code == 0 and "warning:" in res.output and "odd size 33x45 written as 34x46" in res.output
+    assert read_header(rec / "c.mp4").pix_fmt == "yuv420p"
+    res = cli("decode", lat, "-o", tmp_path / "png", "--encoded-size", "--format", "png", "-q")
+    assert res.exit_code == 0 and "odd size" not in res.output
+    assert probe(tmp_path / "png" / "c" / "000000.png").height == 33
