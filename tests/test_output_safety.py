@@ -82,6 +82,7 @@ def test_output_claimed_by_another_run_is_left_alone(tmp_path):
         assert not OutputLock(lat / "v0.safetensors").try_acquire()
         res = cli("encode", tmp_path / "clips", "-o", lat, "--model", MODEL, "-q")
     assert res.exit_code == 0 and "encoded 1, skipped 1, failed 0" in res.output
+    assert "v0.mp4: busy: another pvvae run is writing it" in res.output
     assert not (lat / "v0.safetensors").exists() and (lat / "v1.safetensors").exists()
     assert sorted(p.name for p in lat.iterdir()) == ["v1.safetensors"]  # lock files are removed
     res = cli("encode", tmp_path / "clips", "-o", lat, "--model", MODEL, "-q")

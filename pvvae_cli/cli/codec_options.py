@@ -58,6 +58,9 @@ def report(done_word: str, outcomes, failures: list[tuple[str, str]]) -> None:
     for o in outcomes:
         for w in o.warnings:
             typer.secho(f"warning: {o.job.source}: {w}", fg=typer.colors.YELLOW, err=True)
+    for o in outcomes:
+        if o.status == "skipped" and o.reason != "up to date":  # e.g. busy: claimed by another run
+            typer.echo(f"skipped: {o.job.source}: {o.reason}", err=True)
     failed = [(str(o.job.source), o.reason) for o in outcomes if o.status == "failed"] + failures
     for path, reason in failed:
         typer.secho(f"failed: {path}: {reason}", fg=typer.colors.RED, err=True)
