@@ -218,6 +218,7 @@ def read_meta(path: str | Path) -> LatentMeta:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
             keys = set(f.keys())
+            shape = tuple(f.get_slice("latent").get_shape()) if "latent" in keys else None
     except Exception as e:
         raise LatentFormatError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     if raw.get("format") != FORMAT:
@@ -238,10 +239,7 @@ def read_meta(path: str | Path) -> LatentMeta:
         meta = LatentMeta.from_strings(raw, path)
     except TypeError as e:
         raise LatentFormatError(f"{path}: invalid metadata ({e})") from e
-    why = meta.problem()
-    if why is None:
-        with safe_open(str(path), framework="pt") as f:
-            why = meta.tensor_problem(tuple(f.get_slice("latent").get_shape()))
+    why = meta.problem() or meta.tensor_problem(shape)
     if why is not None:
         raise LatentFormatError(f"{path}: invalid latent metadata: {why}; re-encode the source")
     return meta
