@@ -318,7 +318,7 @@ def _verify(o: Outcome, written: str, write_id: str, read_id: Callable[[Path], s
     if o.status != written or read_id(o.job.output) == write_id:
         return o
     return Outcome(o.job, "failed", f"{o.job.output} was replaced by another pvvae run after this run wrote it "
-                                    "(runs sharing an output folder must use the same options)", o.meta, o.shape)
+                                    "(runs sharing an output folder should use the same options)", o.meta, o.shape)
 
 
 class _GroupChunks:
