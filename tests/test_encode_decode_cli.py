@@ -96,7 +96,7 @@ def test_corrupt_and_empty_files_are_reported_and_the_batch_goes_on(tmp_path):
     res = runner.invoke(app, ["encode", str(clips), "str-missing", "-o", str(tmp_path / "lat"), "--model", MODEL,
                               "-q", "--batch-size", "4"])
     assert res.exit_code == 1
-    assert "corrupt.mp4: cannot decode video" in res.output and "empty.mov: empty file" in res.output
+    assert "corrupt.mp4: truncated or unfinished file" in res.output and "empty.mov: empty file" in res.output
     assert "str-missing: no such file or folder" in res.output and "encoded 1, skipped 0, failed 3" in res.output
     assert sorted(os.listdir(tmp_path / "lat")) == ["good.safetensors"]
     assert "Traceback" not in res.output
@@ -106,7 +106,7 @@ def test_unwritable_output_and_missing_model(tmp_path):
     write_video(tmp_path / "a.mp4", moving(1), fps=8)
     (tmp_path / "taken").write_text("a file, not a folder")
     out = pvvae("encode", tmp_path / "a.mp4", "-o", tmp_path / "taken" / "lat", "--model", MODEL)
-    assert out.returncode == 2 and "error: cannot create output folder" in out.stderr
+    assert out.returncode == 2 and "taken is not a folder; choose another --output" in out.stderr
     assert "Traceback" not in out.stderr
     res = runner.invoke(app, ["encode", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "lat")])
     assert res.exit_code == 2 and "no default weights are shipped yet: pass --model" in res.output
@@ -125,7 +125,7 @@ def test_decode_refuses_other_model_unless_forced(encoded, tmp_path):
     assert not (tmp_path / "rec" / "c1.mp4").exists()
     res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec"), "--model", str(other), "-q",
                               "--force", "--format", "png"])
-    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == ["000000.png"]
+    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "rec" / "c1")) == [".pvvae-tag", "000000.png"]
     res = runner.invoke(app, ["decode", str(latent), "-o", str(tmp_path / "rec2"), "--model", "preset:small",
                               "--force"])
     assert res.exit_code == 1 and "8 channels, model preset:small expects 32" in res.output
@@ -187,3 +187,57 @@ def test_mid_clip_read_error_in_a_batch(tmp_path, monkeypatch, tiny):
     z2 = load_latent(tmp_path / "lat" / "v2.safetensors")[0]
     ref = codec.encode_file(tmp_path / "clips" / "v2.mp4", EncodeOptions()).latent
     assert (z2 - ref).abs().max() <= 1e-5
+
+
+def test_encode_clip_decord_pads(tmp_path):
+    """A 9-frame 32x48 H.264 clip: decord returns 4 channels for it, encode must still read it exactly."""
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.mp4", frames, fps=8, codec="libx264")
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "lat"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    z, meta = load_latent(tmp_path / "lat" / "c.safetensors")
+    assert (meta.num_frames, meta.height, meta.width) == (9, 32, 48) and z.shape == (8, 3, 2, 3)
+
+
+def test_encode_warns_what_it_cannot_keep(tmp_path):
+    import imageio.v3 as iio
+
+    rgba = np.random.default_rng(0).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    iio.imwrite(tmp_path / "a.png", rgba)
+    res = runner.invoke(app, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "lat"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "alpha channel" in res.output
+
+
+def test_installs_and_runs_without_decord(tmp_path, monkeypatch):
+    """decord has no wheel for macOS (Apple silicon) or Linux aarch64: it is a platform-conditional dependency, and
+    without it encode and decode read videos with imageio-ffmpeg's ffmpeg (forced here by hiding decord)."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from pvvae_cli.media.video_io import video_reader
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    req = next(Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("decord"))
+    where = {(p, m): req.marker.evaluate({"sys_platform": p, "platform_machine": m})
+             for p, m in [("darwin", "arm64"), ("darwin", "x86_64"), ("linux", "aarch64"), ("linux", "x86_64"),
+                          ("win32", "AMD64")]}
+    assert where == {("darwin", "arm64"): False, ("darwin", "x86_64"): False, ("linux", "aarch64"): False,
+                     ("linux", "x86_64"): True, ("win32", "AMD64"): True}
+
+    write_video(tmp_path / "c.mp4", moving(9, 32, 48), fps=8)
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "a"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord now raises ImportError
+    assert video_reader() == "ffmpeg"
+    res = runner.invoke(app, ["encode", str(tmp_path / "c.mp4"), "-o", str(tmp_path / "b"), "--model", MODEL, "-q"])
+    assert res.exit_code == 0, res.output
+    za, zb = (load_latent(tmp_path / d / "c.safetensors")[0] for d in "ab")
+    assert torch.equal(za, zb)  # the same frames, whichever reader
+    res = runner.invoke(app, ["decode", str(tmp_path / "b"), "-o", str(tmp_path / "rec"), "-q"])
+    assert res.exit_code == 0 and probe(tmp_path / "rec" / "c.mp4").num_frames == 9

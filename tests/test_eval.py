@@ -201,3 +201,23 @@ def test_console_eval(clips, tmp_path):
                     "--no-fvd")
     assert res.returncode == 0, res.stderr
     assert "| metric | preset:tiny |" in res.stdout and "RANDOM weights" in res.stderr
+
+
+def test_speed_peak_memory_does_not_depend_on_what_ran_before(tiny):
+    """CPU peak RSS is per process and only grows: each model is measured in a fresh process, so its figure does not
+    include an earlier model's (or anything else's) peak. Also: the protocol says how long it will take."""
+    import numpy as np
+
+    from pvvae_cli.eval.speed import SpeedProtocol, measure_speed, measure_speed_isolated
+
+    protocol = SpeedProtocol(frames=5, batch=1, size=32, warmup=1, steps=2)
+    said = []
+    first = measure_speed_isolated(tiny, protocol, progress=said.append)
+    assert first["it_s"] > 0 and "separate process" in first["memory_measure"]
+    assert any("first step" in m and "1 warm-up + 2 timed steps" in m for m in said)
+    hog = np.ones(int((first["peak_memory_gib"] + 0.5) * 2**30) // 8)  # this process now peaks 0.5 GiB higher
+    again = measure_speed_isolated(tiny, protocol)
+    in_process = measure_speed(tiny, protocol)
+    del hog
+    assert in_process["peak_memory_gib"] > first["peak_memory_gib"] + 0.4  # what eval reported before
+    assert abs(again["peak_memory_gib"] - first["peak_memory_gib"]) < 0.1

@@ -85,14 +85,14 @@ def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
             f.write(b"partial")
         raise KeyboardInterrupt
 
-    save_latent(tmp_path / "x.safetensors", torch.zeros(8, 1, 1, 1), meta())  # an older complete file
+    save_latent(tmp_path / "x.safetensors", torch.zeros(8, 6, 5, 7), meta())  # an older complete file
     monkeypatch.setattr(safetensors.torch, "save_file", half_write)
     with pytest.raises(KeyboardInterrupt):
-        save_latent(tmp_path / "x.safetensors", torch.ones(8, 1, 1, 1), meta())
+        save_latent(tmp_path / "x.safetensors", torch.ones(8, 6, 5, 7), meta())
     with pytest.raises(KeyboardInterrupt):
-        save_latent(tmp_path / "new.safetensors", torch.ones(8, 1, 1, 1), meta())
+        save_latent(tmp_path / "new.safetensors", torch.ones(8, 6, 5, 7), meta())
     assert os.listdir(tmp_path) == ["x.safetensors"]  # no temp file, no partial new file
-    assert torch.equal(load_latent(tmp_path / "x.safetensors")[0], torch.zeros(8, 1, 1, 1))  # old one intact
+    assert torch.equal(load_latent(tmp_path / "x.safetensors")[0], torch.zeros(8, 6, 5, 7))  # old one intact
 
 
 def test_hashes():
@@ -110,3 +110,27 @@ def test_hashes():
     with torch.no_grad():
         b.decoder.conv_out.bias[0] += 1e-3
     assert weights_hash(a) != weights_hash(b)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(num_frames=41), "num_frames 41 is more than the 21 encoded frames"),
+    (dict(num_frames=17), "num_frames 17 \\+ frame_pad 3 is not encoded_frames 21"),
+    (dict(fps=0.0), "fps 0 marks an image, but num_frames is 18"),
+    (dict(fps=-5.0), "fps must be a frame rate >= 0"),
+    (dict(height=60, resize=None), "a 60x100 frame padded by \\(0, 10, 0, 12\\) is not the encoded 80x112"),
+    (dict(width=101, resize=None), "is not the encoded 80x112"),
+    (dict(fit="crop", crop=(0, 0, 64, 96)), "crop box"),
+    (dict(encoded_height=96, pad=(0, 26, 0, 12)), "latent shape \\(8, 6, 5, 7\\) does not match its metadata"),
+    (dict(latent_channels=4), "latent shape \\(8, 6, 5, 7\\) is not \\(4, t, h, w\\)"),
+])
+def test_every_metadata_field_is_validated_on_load(tmp_path, change, message):
+    """Metadata edited by hand (or by another tool) is refused on load, naming the field, before any decoding."""
+    from safetensors.torch import save_file
+
+    good = meta()
+    save_latent(tmp_path / "x.safetensors", torch.zeros(8, 6, 5, 7), good)
+    strings = good.replace(**change).to_strings()
+    save_file({"latent": torch.zeros(8, 6, 5, 7)}, str(tmp_path / "x.safetensors"), metadata=strings)
+    with pytest.raises(LatentFormatError, match=message) as e:
+        load_latent(tmp_path / "x.safetensors")
+    assert str(tmp_path / "x.safetensors") in str(e.value)

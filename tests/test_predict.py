@@ -1,6 +1,8 @@
 """`pvvae predict` and the prediction library: frame-count rules, causality of the decoded context, padding
 choices, the copy-last-frame baseline, latent files as context, and the CLI's errors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +153,43 @@ def test_cli_predict_errors(clip, weights, gaussian_weights, tmp_path):
     res = runner.invoke(app, ["predict", str(odd), "-o", out, "-m", str(weights), "--size", "32"])
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
+
+
+def test_cli_predict_usage_errors_come_before_the_work(clip, tmp_path):
+    # "preset:nope" would fail to load: each error below must be found before the model is even looked at.
+    def run(*args, out=None):
+        res = runner.invoke(app, ["predict", str(clip), "-o", str(out or tmp_path / "p.mp4"), "-m", "preset:nope",
+                                  *args])
+        assert res.exit_code == 2 and "Traceback" not in res.output and "preset" not in res.output, res.output
+        return res.output
+
+    assert "--start must be >= 0, got -2" in run("--start", "-2")
+    assert "--fps must be a positive frame rate, got 0" in run("--fps", "0")
+    assert "--fps must be a positive frame rate, got -3" in run("--fps", "-3")
+    assert "cannot write" in run(out=tmp_path / "p.txt")
+    assert "predict writes several frames" in run(out=tmp_path / "p.png")
+    assert "is the input file" in run(out=clip)
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # root may write anywhere
+        assert "not writable" in run(out=tmp_path / "ro" / "p.mp4")
+    assert not (tmp_path / "p.mp4").exists()
+
+
+def test_preset_models_are_the_same_in_every_command_and_run():
+    """predict, encode, decode and eval load ``preset:NAME`` through ``cli.common.load_model``: its random weights
+    must not depend on the global RNG state (predict used to draw them unseeded: two runs, two models)."""
+    from pvvae_cli.cli.common import load_model
+
+    torch.manual_seed(1)
+    a = load_model("preset:tiny").state_dict()
+    torch.manual_seed(2)
+    b = load_model("preset:tiny").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(3)
+    want = torch.rand(3)
+    torch.manual_seed(3)
+    load_model("preset:tiny")
+    assert torch.equal(torch.rand(3), want)  # the caller's RNG stream is left as it was
 
 
 def test_cli_predict_from_latent_file(weights, tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pvvae_cli.errors import PvvaeError
 from pvvae_cli.media.video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -73,11 +74,45 @@ def test_selection_errors(clip30):
         clip_indices(info, stride=2, fps=10.0)
 
 
-def test_odd_size_is_not_resized(tmp_path):
+def test_odd_size_is_written_playable_and_said(tmp_path):
+    # yuv444p H.264 (exact odd sizes) does not play in browsers or QuickTime: yuv420p with one replicated edge.
+    from pvvae_cli.media.ffmpeg_probe import read_header
+
     frames = numbered(3, 35, 49)
-    write_video(tmp_path / "odd.mp4", frames, fps=8)
+    notes = write_video(tmp_path / "odd.mp4", frames, fps=8)
+    assert read_header(tmp_path / "odd.mp4").pix_fmt == "yuv420p"
     info = probe(tmp_path / "odd.mp4")
-    assert (info.num_frames, info.height, info.width) == (3, 35, 49)
+    assert (info.num_frames, info.height, info.width) == (3, 36, 50)
+    assert len(notes) == 1 and "odd size 35x49 written as 36x50" in notes[0]
+    assert write_video(tmp_path / "even.mp4", frames[:, :34, :48], fps=8) == []
+    write_video(tmp_path / "odd_frames", frames, fps=8)  # PNG keeps it exact
+    assert read_clip(tmp_path / "odd_frames" / "000000.png")[0].shape == (1, 35, 49, 3)
+
+
+def test_temp_names_never_match_the_output_suffix(tmp_path):
+    from pvvae_cli.runtime.atomic import remove_stale_temps
+
+    with VideoWriter(tmp_path / "a.mp4", fps=8) as w:
+        w.write(numbered(2))
+        tmp_names = [p.name for p in tmp_path.iterdir()]
+        assert len(tmp_names) == 1 and tmp_names[0].startswith(".a.mp4.") and tmp_names[0].endswith(".tmp")
+    # A killed writer's leftovers (file or folder) are removed; another output's temp files are not.
+    (tmp_path / ".a.mp4.ab12cd_3.tmp").write_bytes(b"x")
+    (tmp_path / ".a.mp4.zz12cd_3.tmp").mkdir()
+    (tmp_path / ".a.mp4.x.mp4.ab12cd_3.tmp").write_bytes(b"x")
+    assert remove_stale_temps(tmp_path / "a.mp4") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.mp4.x.mp4.ab12cd_3.tmp", "a.mp4"]
+
+
+def test_tags_are_read_back(tmp_path):
+    from pvvae_cli.media.writer import read_tag
+
+    for name, frames in (("v.mp4", numbered(3)), ("i.png", numbered(1)), ("f", numbered(2))):
+        with VideoWriter(tmp_path / name, fps=8, tag=f"pvvae-decode:{name}") as w:
+            w.write(frames)
+        assert read_tag(tmp_path / name) == f"pvvae-decode:{name}"
+    write_video(tmp_path / "plain.mp4", numbered(2), fps=8)
+    assert read_tag(tmp_path / "plain.mp4") is None and read_tag(tmp_path / "missing.png") is None
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
@@ -97,7 +132,7 @@ def test_bad_inputs_name_file_and_reason(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "dir.mp4").mkdir()
-    cases = {"corrupt.mp4": "cannot decode", "empty.mp4": "empty file", "notes.txt": "unsupported file type",
+    cases = {"corrupt.mp4": "not a video", "empty.mp4": "empty file", "notes.txt": "unsupported file type",
              "missing.mp4": "no such file", "dir.mp4": "not a regular file"}
     for name, reason in cases.items():
         with pytest.raises(VideoReadError, match=reason) as e:
@@ -141,3 +176,68 @@ def test_tensor_conversion():
     assert np.array_equal(tensor_to_frames(x.bfloat16()), tensor_to_frames(x.bfloat16().float()))
     y = tensor_to_frames(torch.full((3, 1, 2, 2), 5.0))  # clamped, not wrapped
     assert (y == 255).all()
+
+
+def _ffmpeg(*args):
+    import subprocess
+
+    from pvvae_cli.media.ffmpeg_probe import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("width", [48, 24])
+def test_widths_decord_pads_are_read_exactly(tmp_path, width):
+    # decord returns 4 (or 6) "channels" for these widths and its get_batch fails; the clip must read exactly.
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, width, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.mp4", frames, fps=8, codec="libx264", macro_block_size=1)
+    got, fps = read_clip(tmp_path / "c.mp4")
+    assert got.shape == (9, 32, width, 3) and fps == 8.0
+    ref = np.stack([f for f in iio.imiter(tmp_path / "c.mp4", plugin="FFMPEG")])
+    assert np.array_equal(got, ref)
+    assert np.array_equal(read_clip(tmp_path / "c.mp4", start=2, stride=3)[0], ref[2::3])
+
+
+def test_ffmpeg_fallback_reader_matches_decord(tmp_path, monkeypatch):
+    """The reader used where decord has no wheel (macOS arm64): forced here with PVVAE_VIDEO_READER=ffmpeg."""
+    from pvvae_cli.media.video_io import READER_ENV
+
+    write_video(tmp_path / "v.mp4", numbered(11), fps=10)
+    want, _ = read_clip(tmp_path / "v.mp4", start=1, num_frames=6, stride=2)
+    monkeypatch.setenv(READER_ENV, "ffmpeg")
+    info = probe(tmp_path / "v.mp4")
+    assert info.reader == "ffmpeg" and (info.num_frames, info.fps, info.height, info.width) == (11, 10.0, 48, 64)
+    got, fps = read_clip(tmp_path / "v.mp4", start=1, num_frames=6, stride=2)
+    assert fps == 5.0 and np.array_equal(got, want)
+    monkeypatch.setenv(READER_ENV, "opencv")
+    with pytest.raises(PvvaeError, match="choose decord or ffmpeg"):
+        probe(tmp_path / "v.mp4")
+
+
+def test_unreadable_videos_name_the_cause(tmp_path):
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", tmp_path / "audio.mp4")
+    write_video(tmp_path / "v.mp4", numbered(8), fps=8)
+    data = (tmp_path / "v.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError, match="no video stream \\(audio only\\)") as e:
+        probe(tmp_path / "audio.mp4")
+    assert "st_nb" not in str(e.value)  # not decord's internal check
+    with pytest.raises(VideoReadError, match="truncated"):
+        probe(tmp_path / "cut.mp4")
+
+
+def test_what_cannot_be_kept_is_noted(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    alpha = np.full((20, 30), 255, np.uint8)
+    iio.imwrite(tmp_path / "opaque.png", np.dstack([rgb, alpha]))
+    alpha[:5] = 0
+    iio.imwrite(tmp_path / "rgba.png", np.dstack([rgb, alpha]))
+    assert probe(tmp_path / "opaque.png").notes == ()
+    assert "alpha channel" in probe(tmp_path / "rgba.png").notes[0]
+    write_video(tmp_path / "v.mp4", numbered(4), fps=8)
+    _ffmpeg("-i", tmp_path / "v.mp4", "-c", "copy", "-bsf:v", "h264_metadata=sample_aspect_ratio=128/117",
+            tmp_path / "sar.mp4")
+    assert probe(tmp_path / "v.mp4").notes == ()
+    assert "pixel aspect ratio 128:117" in probe(tmp_path / "sar.mp4").notes[0]

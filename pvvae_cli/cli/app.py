@@ -10,10 +10,12 @@ from pvvae_cli import __version__
 from pvvae_cli.cli.decode import decode
 from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
+from pvvae_cli.cli.help_format import hide_flag_types
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
 from pvvae_cli.cli.train import finetune_decoder, train
 
+hide_flag_types()
 app = typer.Typer(
     name="pvvae",
     help="Predictive Video VAE toolkit: video clips <-> safetensors latents, training and evaluation.",
@@ -52,7 +54,9 @@ def main() -> None:
     (a user's mistake or a bad file, raised deeper in the library) still becomes one line and exit code 2, never a
     traceback. Other exceptions are bugs and keep theirs."""
     from pvvae_cli.errors import PvvaeError
+    from pvvae_cli.runtime.progress import keep_stdout_for_results
 
+    keep_stdout_for_results()  # stdout: results only, whatever native libraries print
     try:
         app()
     except PvvaeError as e:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from pvvae_cli.cli.common import fail, load_model
+from pvvae_cli.cli.common import check_can_create, fail, load_model
 
 
 class Dtype(StrEnum):
@@ -30,7 +29,6 @@ NO_DEFAULT_MODEL = ("no default weights are shipped yet: pass --model with a wei
 
 def open_codec(model: str | None, device: str, dtype: Dtype):
     """Resolve device and dtype (``pvvae_cli.device``), load the model, and wrap it in a ``Codec``."""
-    import torch
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.runtime.allocator import keep_freed_memory
@@ -43,8 +41,6 @@ def open_codec(model: str | None, device: str, dtype: Dtype):
     try:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype.value, dev)
-        # preset:NAME builds random weights: seed them so encode and decode runs build the same model.
-        torch.manual_seed(0)
         vae = load_model(model, device=str(dev))
     except (ValueError, OSError) as e:
         fail(str(e))
@@ -52,13 +48,9 @@ def open_codec(model: str | None, device: str, dtype: Dtype):
 
 
 def prepare_output_dir(output: Path) -> None:
-    """Create the output folder, or fail with one line if it cannot be created or written."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create output folder {output}: {e.strerror or e}; choose another --output")
-    if not os.access(output, os.W_OK | os.X_OK):
-        fail(f"output folder {output} is not writable; choose another --output or fix its permissions")
+    """Fail with one line, before any work, if the output folder cannot be created or written. Creates nothing:
+    a run that stops on a usage error leaves no empty folder (the writers create what they write into)."""
+    check_can_create(output)
 
 
 def report(done_word: str, outcomes, failures: list[tuple[str, str]]) -> None:
@@ -66,6 +58,9 @@ def report(done_word: str, outcomes, failures: list[tuple[str, str]]) -> None:
     for o in outcomes:
         for w in o.warnings:
             typer.secho(f"warning: {o.job.source}: {w}", fg=typer.colors.YELLOW, err=True)
+    for o in outcomes:
+        if o.status == "skipped" and o.reason != "up to date":  # e.g. busy: claimed by another run
+            typer.echo(f"skipped: {o.job.source}: {o.reason}", err=True)
     failed = [(str(o.job.source), o.reason) for o in outcomes if o.status == "failed"] + failures
     for path, reason in failed:
         typer.secho(f"failed: {path}: {reason}", fg=typer.colors.RED, err=True)

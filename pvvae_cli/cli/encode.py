@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
-from pvvae_cli.cli.common import fail
+from pvvae_cli.cli.common import check_can_create, fail
+from pvvae_cli.cli.help_format import escape
 
 
 class Fit(StrEnum):
@@ -43,20 +44,29 @@ def encode(
     seed: Annotated[int, typer.Option(help="Seed of --sample (combined with each file's path).")] = 0,
     normalize: Annotated[
         bool | None,
-        typer.Option("--normalize/--no-normalize", help="Store normalised latents [default: if the model has stats]."),
+        typer.Option("--normalize/--no-normalize",
+                     help=escape("Store normalised latents [default: if the model has stats].")),
     ] = None,
     moments: Annotated[bool, typer.Option("--moments", help="Also store the posterior mean and logvar.")] = False,
     batch_size: Annotated[int, typer.Option(help="Stack up to N consecutive clips of the same shape.")] = 1,
     chunk: Annotated[int, typer.Option(help="Latent frames per streamed chunk (speed/memory only).")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    manifest: Annotated[Path | None, typer.Option(help="Write a JSONL manifest of the outputs here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Re-encode existing latent files (never replaces a "
+                                                                "file that is not a latent).")] = False,
+    manifest: Annotated[Path | None, typer.Option(help="Write a JSONL manifest of the outputs here (with --shard: "
+                                                       "one per shard, NAME.shard-I-of-N.jsonl).")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Encode only shard I of N of the inputs (I/N, 0-based; or auto: torchrun's RANK/WORLD_SIZE or a Slurm "
+             "array's task id), so N processes share one dataset without coordination.", metavar="I/N|auto")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Encode videos and images into latent files (one .safetensors per input, streamed chunk by chunk).
 
-    Re-running skips outputs that are up to date (same input file, model and options).
+    Re-running skips outputs that are up to date (same input file, model and options). An existing output made
+    otherwise needs --overwrite; a file that is not a latent is never replaced. Runs sharing an output folder
+    claim each output while they write it (one claimed by another run is skipped as busy).
 
-    Bad inputs are reported and skipped; the exit code is 1 if any input failed.
+    Bad inputs are reported and skipped; the exit code is 1 if any input failed (2 for a usage error, before any
+    work).
     """
     from pvvae_cli.codec.framing import parse_size
     from pvvae_cli.codec.latents import LATENT_SUFFIX
@@ -64,6 +74,7 @@ def encode(
     from pvvae_cli.codec.runner import run_encode, write_manifest
     from pvvae_cli.codec.tiling import TileSpec
     from pvvae_cli.media.discovery import expand_inputs, media_exts, plan_jobs
+    from pvvae_cli.media.sharding import ShardError, parse_shard
 
     try:
         exts = media_exts()
@@ -75,9 +86,16 @@ def encode(
             sample=sample, seed=seed, normalize=normalize, save_moments=moments, chunk_latents=chunk,
         )
         _validate(options, batch_size)
-    except ValueError as e:
+        part = parse_shard(shard) if shard is not None else None
+    except (ValueError, ShardError) as e:
         fail(str(e))
     prepare_output_dir(output)
+    if manifest is not None:
+        if part is not None:
+            manifest = part.manifest_path(manifest)
+        check_can_create(manifest.parent, "--manifest")
+    if part is not None and part.local_rank is not None and device == "auto":
+        device = _local_gpu(part.local_rank)  # one GPU per process on a node, as torchrun and Slurm intend
     codec = open_codec(model, device, dtype)
     try:
         TileSpec(tile_size, tile_overlap).validate(codec.spatial_factor)
@@ -85,6 +103,13 @@ def encode(
         fail(f"--tile-size/--tile-overlap: {e}")
     files, failures = expand_inputs(inputs, exts)
     jobs, collisions = plan_jobs(files, output, lambda _: LATENT_SUFFIX)
+    if manifest is not None and any(manifest.resolve() == j.source.resolve() for j in jobs):
+        fail(f"--manifest {manifest} is one of the inputs: it is never overwritten; choose another path")
+    if part is not None:
+        total = len(jobs)
+        jobs = part.select(jobs)
+        if not quiet:
+            typer.echo(f"shard {part}: {len(jobs)} of {total} inputs", err=True)
     outcomes = run_encode(codec, jobs, options, overwrite=overwrite, batch_size=batch_size, quiet=quiet)
     if manifest is not None:
         n = write_manifest(manifest, outcomes)
@@ -93,12 +118,27 @@ def encode(
     report("encoded", outcomes, failures + collisions)
 
 
+def _local_gpu(local_rank: int) -> str:
+    import torch
+
+    return f"cuda:{local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "auto"
+
+
 def _validate(options, batch_size: int) -> None:
+    """Usage errors, found before the model loads or any file is read."""
+    from pvvae_cli.codec.tiling import TileSpec
+
     if options.start < 0 or options.stride < 1 or (options.num_frames is not None and options.num_frames < 1):
         raise ValueError("--start must be >= 0, --stride >= 1 and --frames >= 1")
     if options.fps is not None and (options.fps <= 0 or options.stride != 1):
         raise ValueError("--fps must be > 0 and cannot be combined with --stride")
     if options.size is not None and options.max_size is not None:
         raise ValueError("give either --size or --max-size, not both")
+    if options.max_size is not None and options.max_size < 1:
+        raise ValueError(f"--max-size must be >= 1, got {options.max_size}")
+    try:
+        TileSpec(options.tile_size, options.tile_overlap).validate_basic()
+    except ValueError as e:
+        raise ValueError(f"--tile-size/--tile-overlap: {e}") from None
     if batch_size < 1 or options.chunk_latents < 1:
         raise ValueError("--batch-size and --chunk must be >= 1")

@@ -12,13 +12,16 @@ from pvvae_cli.cli.common import fail, load_model
 def info(
     model: Annotated[
         str | None,
-        typer.Argument(help="Weights folder, hub repo id or preset:NAME. Omit to list the presets."),
+        typer.Argument(help="Weights folder, training run folder (its weights/), hub repo id or preset:NAME. Omit to "
+                            "list the presets."),
     ] = None,
 ) -> None:
     """Print the architecture and parameter count of a model, or the table of presets."""
     import torch
 
+    from pvvae_cli.errors import PvvaeError
     from pvvae_cli.models import registry
+    from pvvae_cli.train.build import resolve_init
 
     if model is None:
         typer.echo(f"{'preset':<12} {'latent':<10} {'parameters':>12}")
@@ -28,8 +31,8 @@ def info(
             typer.echo(f"{name:<12} {cfg.tag:<10} {n:>12,}")
         return
     try:
-        vae = load_model(model)
-    except ValueError as e:
+        vae = load_model(resolve_init(model))  # a run folder means its exported weights, as for train --init
+    except (ValueError, PvvaeError) as e:
         fail(str(e))
     cfg = vae.config
     name = getattr(cfg, "name", "-")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.common import fail, load_model
+from pvvae_cli.cli.common import check_output_file, fail, load_model
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 
 # Latents appended for the future frames: the model's own mode (auto) or one of the padding modes models know.
@@ -67,13 +67,20 @@ def predict(
     When the video has the true future frames, prints PSNR and SSIM of the prediction against them and against
     the copy-the-last-observed-frame baseline.
     """
+    import math
+
     import torch
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.codec.prediction import check_prediction_frames, predict_clip, predict_latent_file
-    from pvvae_cli.media.writer import write_video
+    from pvvae_cli.media.writer import output_kind, write_video
     from pvvae_cli.runtime.device import resolve_device, resolve_dtype
 
+    # Every usage error before the model loads and the compute starts.
+    if start < 0:
+        fail(f"--start must be >= 0, got {start}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        fail(f"--fps must be a positive frame rate, got {fps:g}")
     try:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -81,6 +88,9 @@ def predict(
         fail(str(e))
     if not source.exists():
         fail(f"{source}: no such file")
+    check_output_file(output, inputs=(source,))
+    if output_kind(output) == "image":
+        fail(f"--output {output}: predict writes several frames; use a video (.mp4) or a folder path for PNG frames")
     is_latent = source.suffix.lower() == ".safetensors"
     try:
         vae = load_model(model, device=str(dev)).to(dev).eval()
@@ -122,11 +132,13 @@ def predict(
         typer.secho(f"warning: {why}; writing without --side-by-side", fg=typer.colors.YELLOW, err=True)
         side_by_side = False
     frames = pred.frames(decoded_context, side_by_side)
-    out_fps = fps or pred.fps
+    out_fps = fps if fps is not None else pred.fps
     try:
-        write_video(output, frames, out_fps)
+        notes = write_video(output, frames, out_fps)
     except (ValueError, OSError) as e:
         fail(f"{output}: {e}")
+    for note in notes:
+        typer.secho(f"warning: {output}: {note}", fg=typer.colors.YELLOW, err=True)
     layout = " (ground truth | prediction)" if side_by_side else ""
     typer.echo(f"wrote {output}: {k} observed + {future_frames} predicted frames, {frames.shape[2]}x{frames.shape[1]}"
                f"{layout}, {out_fps:g} fps")

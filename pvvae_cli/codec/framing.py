@@ -52,6 +52,37 @@ class FramePlan:
     def frame_pad(self) -> int:
         return self.encoded_frames - self.num_frames
 
+    def inconsistency(self) -> str | None:
+        """What in this plan contradicts itself (a recorded plan someone edited or damaged), or None. Catches
+        a changed frame count or source size unless the geometry went through a resize (which maps any size)."""
+        sizes = (self.num_frames, self.height, self.width, self.encoded_frames, self.encoded_height,
+                 self.encoded_width)
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in sizes):
+            return f"frame counts and sizes must be positive integers, got {sizes}"
+        if self.num_frames > self.encoded_frames:
+            return (f"num_frames {self.num_frames} is more than the {self.encoded_frames} encoded frames (the latent "
+                    f"holds at most {self.encoded_frames})")
+        if self.fit not in FITS:
+            return f"unknown fit {self.fit!r}"
+        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
+            return f"invalid resize {self.resize}"
+        rh, rw = self.resized_size
+        eh, ew = self.encoded_height, self.encoded_width
+        if self.fit == "pad":
+            if len(self.pad) != 4 or min(self.pad) < 0:
+                return f"invalid pad {self.pad}"
+            top, bottom, left, right = self.pad
+            if (rh + top + bottom, rw + left + right) != (eh, ew):
+                return (f"a {rh}x{rw} frame padded by {self.pad} is not the encoded {eh}x{ew} (height/width or pad "
+                        "was changed)")
+        elif self.fit == "crop":
+            if self.crop is None or len(self.crop) != 4:
+                return f"invalid crop {self.crop}"
+            top, left, ch, cw = self.crop
+            if (ch, cw) != (eh, ew) or top < 0 or left < 0 or top + ch > rh or left + cw > rw:
+                return f"crop box {self.crop} does not fit a {rh}x{rw} frame and the encoded {eh}x{ew}"
+        return None
+
     @property
     def resized_size(self) -> tuple[int, int]:
         return self.resize if self.resize is not None else (self.height, self.width)

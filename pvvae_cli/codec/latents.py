@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class LatentMeta:
     source_mtime_ns: int = 0
     options_hash: str = ""
     pvvae_version: str = ""
+    write_id: str = ""  # the run that wrote the file: lets a run check, at its end, that its outputs are its own
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so metadata compares equal after a round trip.
@@ -102,6 +104,49 @@ class LatentMeta:
             value = getattr(self, key)
             if isinstance(value, list):
                 object.__setattr__(self, key, tuple(value))
+
+    def problem(self) -> str | None:
+        """What in this metadata is invalid on its own (edited, damaged, or not written by pvvae), or None."""
+        import math
+
+        from pvvae_cli.codec.framing import FramePlan
+
+        if not isinstance(self.fps, int | float) or isinstance(self.fps, bool) or not math.isfinite(self.fps) \
+                or self.fps < 0:
+            return f"fps must be a frame rate >= 0 (0 marks an image), got {self.fps!r}"
+        if self.fps == 0 and self.num_frames != 1:
+            return f"fps 0 marks an image, but num_frames is {self.num_frames}"
+        if not isinstance(self.latent_channels, int) or self.latent_channels < 1:
+            return f"latent_channels must be a positive integer, got {self.latent_channels!r}"
+        if not isinstance(self.frame_pad, int) or self.frame_pad < 0:
+            return f"frame_pad must be an integer >= 0, got {self.frame_pad!r}"
+        try:
+            why = FramePlan.from_meta(self).inconsistency()
+        except (TypeError, ValueError) as e:
+            why = f"invalid geometry ({e})"
+        if why is None and self.num_frames + self.frame_pad != self.encoded_frames:
+            why = (f"num_frames {self.num_frames} + frame_pad {self.frame_pad} is not encoded_frames "
+                   f"{self.encoded_frames}")
+        return why
+
+    def tensor_problem(self, shape: tuple[int, ...]) -> str | None:
+        """What about a latent tensor of ``shape`` contradicts this metadata, or None. Uses the compression
+        factors in ``model_tag`` (``t4s16c64``: 4x time, 16x space) when it has that form."""
+        if len(shape) != 4 or shape[0] != self.latent_channels:
+            return f"latent shape {tuple(shape)} is not ({self.latent_channels}, t, h, w) as its metadata says"
+        tag = re.fullmatch(r"t(\d+)s(\d+)c(\d+)", self.model_tag)
+        if tag is None:
+            return None
+        tc, sc = int(tag[1]), int(tag[2])
+        if (self.encoded_frames - 1) % tc or self.encoded_height % sc or self.encoded_width % sc:
+            return (f"encoded size {self.encoded_frames}x{self.encoded_height}x{self.encoded_width} does not fit a "
+                    f"{self.model_tag} model")
+        want = (1 + (self.encoded_frames - 1) // tc, self.encoded_height // sc, self.encoded_width // sc)
+        if tuple(shape[1:]) != want:
+            return (f"latent shape {tuple(shape)} does not match its metadata: {self.encoded_frames} frames of "
+                    f"{self.encoded_height}x{self.encoded_width} at {self.model_tag} make (C, {want[0]}, {want[1]}, "
+                    f"{want[2]})")
+        return None
 
     def to_strings(self) -> dict[str, str]:
         out = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
@@ -173,6 +218,7 @@ def read_meta(path: str | Path) -> LatentMeta:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
             keys = set(f.keys())
+            shape = tuple(f.get_slice("latent").get_shape()) if "latent" in keys else None
     except Exception as e:
         raise LatentFormatError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     if raw.get("format") != FORMAT:
@@ -190,21 +236,22 @@ def read_meta(path: str | Path) -> LatentMeta:
     if "latent" not in keys:
         raise LatentFormatError(f"{path}: tensor 'latent' is missing (found {sorted(keys)})")
     try:
-        return LatentMeta.from_strings(raw, path)
+        meta = LatentMeta.from_strings(raw, path)
     except TypeError as e:
         raise LatentFormatError(f"{path}: invalid metadata ({e})") from e
+    why = meta.problem() or meta.tensor_problem(shape)
+    if why is not None:
+        raise LatentFormatError(f"{path}: invalid latent metadata: {why}; re-encode the source")
+    return meta
 
 
 def load_latent(path: str | Path) -> tuple[torch.Tensor, LatentMeta]:
     """Read a latent file: float32 ``latent`` ``(C, t, h, w)`` and its parsed ``LatentMeta``."""
     from safetensors import safe_open
 
-    meta = read_meta(path)
+    meta = read_meta(path)  # validated, against the tensor's shape too
     with safe_open(str(path), framework="pt") as f:
         latent = f.get_tensor("latent")
-    if latent.ndim != 4 or latent.shape[0] != meta.latent_channels:
-        raise LatentFormatError(f"{path}: latent shape {tuple(latent.shape)} does not match its metadata "
-                                f"({meta.latent_channels} channels, (C, t, h, w))")
     return latent, meta
 
 

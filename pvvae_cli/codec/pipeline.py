@@ -319,13 +319,17 @@ class Codec:
 
     def decode_to_file(
         self, latent: torch.Tensor, meta: LatentMeta, out: str | Path, source_size: bool = True, tile: str = "auto",
-        tile_spec: TileSpec | None = None, chunk_latents: int = 1, crf: int = 12,
+        tile_spec: TileSpec | None = None, chunk_latents: int = 1, crf: int = 12, tag: str | None = None,
+        notes: list[str] | None = None,
     ) -> int:
-        """Decode into ``out`` (mp4, an image, or a PNG-frame folder), atomically; returns the frame count."""
+        """Decode into ``out`` (mp4, an image, or a PNG-frame folder), atomically, stamped with ``tag``
+        (``media.writer.read_tag``); returns the frame count. What the output cannot keep is added to ``notes``."""
         fps = meta.fps if meta.fps > 0 else 1.0
-        with VideoWriter(out, fps, crf) as writer:
+        with VideoWriter(out, fps, crf, tag=tag) as writer:
             for frames in self.decode_frames(latent, meta, source_size, tile, tile_spec, chunk_latents):
                 writer.write(frames)
+        if notes is not None:
+            notes.extend(writer.notes)
         return writer.num_written
 
     def _check_finite(self, x: torch.Tensor, where: str) -> None:

@@ -7,19 +7,31 @@ lengths). Consecutive clips of identical geometry are stacked into batches of up
 
 Per-file problems (corrupt, empty, unreadable input; a model producing NaN) are recorded as failed
 ``Outcome``s and the batch goes on. Every output is written atomically.
+
+Outputs are never written blindly:
+
+- each output is claimed (``runtime.output_lock``) before it is checked and held until it is written, so runs
+  sharing an output folder never write one file at once (a claimed file is reported ``skipped``: busy); the claim
+  also makes it safe to delete temp files that a killed run left for that output;
+- an existing output is skipped only when it is up to date (encode: same input file, model and options; decode:
+  same latent file, model and options, from the tag ``VideoWriter`` stamps on it); a stale one needs
+  ``overwrite``; a file that pvvae did not write (a source video, model weights) is never replaced;
+- at the end every output reported written is checked to still be this run's (``write_id``); one replaced by
+  another run meanwhile is reported failed, never as success.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from pvvae_cli.codec.latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
 from pvvae_cli.codec.pipeline import ClipSource, Codec, EncodeOptions
@@ -27,9 +39,47 @@ from pvvae_cli.codec.tiling import TileSpec
 from pvvae_cli.frames import latent_frame_count
 from pvvae_cli.media.discovery import Job
 from pvvae_cli.media.video_io import VideoReadError
-from pvvae_cli.runtime.atomic import atomic_path
+from pvvae_cli.media.writer import read_tag
+from pvvae_cli.runtime.atomic import atomic_path, remove_stale_temps
+from pvvae_cli.runtime.output_lock import OutputLock
+from pvvae_cli.runtime.progress import progress
 
 LONG_CLIP_FRAMES = 64  # show a per-frame progress bar for clips longer than this
+BUSY = "busy: another pvvae run is writing it"
+DECODE_TAG = "pvvae-decode"
+
+
+def new_write_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class _Claims:
+    """The outputs this run holds claims on (taken by the reader thread, released by the main thread)."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, OutputLock] = {}
+        self._mutex = threading.Lock()
+
+    def claim(self, path: Path) -> bool:
+        lock = OutputLock(path)
+        if not lock.try_acquire():
+            return False
+        with self._mutex:
+            self._held[path] = lock
+        remove_stale_temps(path)  # ours now: temp files beside it are a killed run's leftovers
+        return True
+
+    def release(self, path: Path) -> None:
+        with self._mutex:
+            lock = self._held.pop(path, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        with self._mutex:
+            locks, self._held = list(self._held.values()), {}
+        for lock in locks:
+            lock.release()
 
 
 @dataclass
@@ -70,7 +120,8 @@ def _reason(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------- encoding
 def check_existing(codec: Codec, job: Job, options: EncodeOptions) -> tuple[bool, str, LatentMeta | None]:
     """``(matches, why_not, meta)`` for an existing output: it matches when it was made from this very input
-    file (size and mtime), by this model (config and weights hash) with these options."""
+    file (size and mtime), by this model (config and weights hash) with these options. ``meta`` is None when the
+    file is not a pvvae latent file at all."""
     try:
         meta = read_meta(job.output)
     except LatentFormatError as e:
@@ -102,9 +153,11 @@ class _Reader(threading.Thread):
     shape ``(B, 3, n, He, We)``, then ``("end",)``; or ``("abort", reason)`` after a mid-clip error; and
     ``("failed", job, reason)`` for jobs that fail before reading. Finally ``_END``."""
 
-    def __init__(self, codec: Codec, jobs: list[Job], options: EncodeOptions, batch_size: int, depth: int = 4):
+    def __init__(self, codec: Codec, jobs: list[Job], options: EncodeOptions, batch_size: int, claims: _Claims,
+                 overwrite: bool, depth: int = 4):
         super().__init__(daemon=True, name="pvvae-reader")
         self.codec, self.jobs, self.options, self.batch_size = codec, jobs, options, batch_size
+        self.claims, self.overwrite = claims, overwrite
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
 
@@ -122,6 +175,17 @@ class _Reader(threading.Thread):
             pending: list[tuple[Job, ClipSource]] = []
             for job in self.jobs:
                 try:
+                    if not self.claims.claim(job.output):
+                        self.put(("done", Outcome(job, "skipped", BUSY)))
+                        continue
+                    verdict = self._existing(job) if job.output.exists() or job.output.is_symlink() else None
+                except OSError as e:  # e.g. a subfolder that cannot be created
+                    self.put(("failed", job, f"cannot write {job.output}: {e.strerror or e}"))
+                    continue
+                if verdict is not None:
+                    self.put(("done", verdict))
+                    continue
+                try:
                     src = self.codec.plan_source(job.source, self.options)
                 except Exception as e:  # noqa: BLE001 - any per-file problem is reported, the batch goes on
                     self.put(("failed", job, _reason(e)))
@@ -135,6 +199,19 @@ class _Reader(threading.Thread):
             self.put(_END)
         except SystemExit:
             return
+
+    def _existing(self, job: Job) -> Outcome | None:
+        """The outcome for a job whose output exists, or None when it is to be (re-)encoded."""
+        ok, why, meta = check_existing(self.codec, job, self.options)
+        if meta is None:
+            return Outcome(job, "failed", f"output {job.output} exists and is not a pvvae latent file ({why}); "
+                                          "it is never replaced: move it or choose another --output")
+        if ok and not self.overwrite:
+            return Outcome(job, "skipped", "up to date", meta, _latent_shape(meta, self.codec))
+        if not ok and not self.overwrite:
+            return Outcome(job, "failed", f"output {job.output} exists but was made from {why}; "
+                                          "pass --overwrite to replace it", meta)
+        return None
 
     @staticmethod
     def _same_shape(a: ClipSource, b: ClipSource) -> bool:
@@ -168,42 +245,39 @@ def run_encode(
     quiet: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Encode every job's input into its output latent file; returns one ``Outcome`` per job, in job order."""
+    """Encode every job's input into its output latent file; returns one ``Outcome`` per job, in job order.
+    Existing outputs: skipped when up to date, else failed unless ``overwrite``; never replaced when they are not
+    latent files. Outputs claimed by another run are skipped (busy)."""
     outcomes: dict[int, Outcome] = {}
-    todo: list[Job] = []
+    write_id = new_write_id()
+    claims = _Claims()
+    _ = codec.weights_hash  # computed here, not in the reader thread while the model runs
 
     def record(o: Outcome) -> None:
         outcomes[id(o.job)] = o
+        claims.release(o.job.output)
         bar.update(1)
         if on_outcome:
             on_outcome(o)
 
-    bar = tqdm(total=len(jobs), desc="encode", unit="file", disable=quiet, dynamic_ncols=True)
-    for job in jobs:
-        if job.output.exists() and not overwrite:
-            ok, why, meta = check_existing(codec, job, options)
-            if ok:
-                record(Outcome(job, "skipped", "up to date", meta, _latent_shape(meta, codec)))
-            else:
-                record(Outcome(job, "failed", f"output {job.output} exists but was made from {why}; "
-                                              "pass --overwrite to replace it", meta))
-            continue
-        todo.append(job)
-
-    reader = _Reader(codec, todo, options, max(1, batch_size))
+    bar = progress(total=len(jobs), desc="encode", unit="file", quiet=quiet)
+    reader = _Reader(codec, jobs, options, max(1, batch_size), claims, overwrite)
     reader.start()
     try:
         while True:
             item = reader.q.get()
             if item is _END:
                 break
+            if item[0] == "done":
+                record(item[1])
+                continue
             if item[0] == "failed":
                 record(Outcome(item[1], "failed", item[2]))
                 continue
             _, group, sources = item
             plan = sources[0].plan
-            frames_bar = tqdm(total=plan.num_frames, desc=group[0].rel.name[:30], unit="frame", leave=False,
-                              disable=quiet or plan.num_frames <= LONG_CLIP_FRAMES, dynamic_ncols=True)
+            frames_bar = progress(total=plan.num_frames, desc=group[0].rel.name[:30], unit="frame", leave=False,
+                                  quiet=quiet or plan.num_frames <= LONG_CLIP_FRAMES)
             chunks = _GroupChunks(reader.q, frames_bar)
             try:
                 mean, logvar = codec.encode_stream(chunks, plan, options)
@@ -219,20 +293,38 @@ def run_encode(
             for b, (job, src) in enumerate(zip(group, sources, strict=True)):
                 try:
                     enc = codec.finish(mean[b], logvar[b], src, options, job.rel.as_posix())
-                    save_latent(job.output, enc.latent, enc.meta, enc.mean, enc.logvar)
-                    record(Outcome(job, "encoded", "", enc.meta, tuple(enc.latent.shape)))
+                    save_latent(job.output, enc.latent, enc.meta.replace(write_id=write_id), enc.mean, enc.logvar)
+                    record(Outcome(job, "encoded", "", enc.meta, tuple(enc.latent.shape),
+                                   warnings=list(src.info.notes)))
                 except Exception as e:  # noqa: BLE001 - e.g. unwritable output folder
                     record(Outcome(job, "failed", f"cannot write {job.output}: {_reason(e)}"))
     finally:
         reader.stop.set()
+        reader.join(timeout=5)
+        claims.release_all()
         bar.close()
-    return [outcomes[id(j)] for j in jobs]
+    return [_verify(outcomes[id(j)], "encoded", write_id, _latent_write_id) for j in jobs]
+
+
+def _latent_write_id(path: Path) -> str | None:
+    try:
+        return read_meta(path).write_id
+    except LatentFormatError:
+        return None
+
+
+def _verify(o: Outcome, written: str, write_id: str, read_id: Callable[[Path], str | None]) -> Outcome:
+    """A written outcome whose file now carries another run's ``write_id`` becomes a failure."""
+    if o.status != written or read_id(o.job.output) == write_id:
+        return o
+    return Outcome(o.job, "failed", f"{o.job.output} was replaced by another pvvae run after this run wrote it "
+                                    "(runs sharing an output folder should use the same options)", o.meta, o.shape)
 
 
 class _GroupChunks:
     """The current group's pixel chunks from the reader queue (an iterable for ``Codec.encode_stream``)."""
 
-    def __init__(self, q: queue.Queue, bar: tqdm) -> None:
+    def __init__(self, q: queue.Queue, bar) -> None:
         self.q, self.bar, self.finished = q, bar, False
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -286,25 +378,91 @@ def run_decode(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Decode every job's latent file into its output video; returns one ``Outcome`` per job, in order.
-    Existing outputs are skipped unless ``overwrite``."""
+
+    An existing output is skipped when this decode made it from the same latent file with the same model and
+    options (its tag says so), else fails unless ``overwrite``. A file pvvae decode did not write, or the source
+    video the latent was encoded from, is never replaced. Outputs claimed by another run are skipped (busy)."""
     outcomes = []
-    bar = tqdm(total=len(jobs), desc="decode", unit="file", disable=quiet, dynamic_ncols=True)
+    write_id = new_write_id()
+    options = {"source_size": source_size, "tile": tile, "tile_spec": (tile_spec.tile, tile_spec.overlap)
+               if tile_spec else None, "crf": crf, "dtype": str(codec.dtype), "config": codec.config_hash,
+               "weights": codec.weights_hash}
+    bar = progress(total=len(jobs), desc="decode", unit="file", quiet=quiet)
     try:
         for job in jobs:
+            lock = OutputLock(job.output)
             try:
-                if job.output.exists() and not overwrite:
-                    o = Outcome(job, "skipped", "output exists (pass --overwrite to replace it)")
-                else:
-                    latent, meta = load_latent(job.source)
-                    warnings = codec.check_latent(latent, meta, force)
-                    codec.decode_to_file(latent, meta, job.output, source_size, tile, tile_spec, crf=crf)
-                    o = Outcome(job, "decoded", "", meta, tuple(latent.shape), warnings)
-            except Exception as e:  # noqa: BLE001 - report, go on
-                o = Outcome(job, "failed", _reason(e))
+                claimed = lock.try_acquire()
+            except OSError as e:  # e.g. a subfolder that cannot be created
+                claimed, o = None, Outcome(job, "failed", f"cannot write {job.output}: {e.strerror or e}")
+            if claimed is False:
+                o = Outcome(job, "skipped", BUSY)
+            elif claimed:
+                try:
+                    remove_stale_temps(job.output)
+                    o = _decode_one(codec, job, overwrite, force, source_size, tile, tile_spec, crf, options,
+                                    write_id)
+                except Exception as e:  # noqa: BLE001 - report, go on
+                    o = Outcome(job, "failed", _reason(e))
+                finally:
+                    lock.release()
             outcomes.append(o)
             bar.update(1)
             if on_outcome:
                 on_outcome(o)
     finally:
         bar.close()
-    return outcomes
+    return [_verify(o, "decoded", write_id, _decoded_write_id) for o in outcomes]
+
+
+def decode_key(latent_path: Path, meta: LatentMeta, options: dict) -> str:
+    """Identity of a decoded output: the latent file's content (its metadata, whose ``write_id`` changes with every
+    encode, and its size; not its mtime, so a copied latent folder still matches) and everything of the decode
+    that changes the pixels."""
+    d = {"latent": meta.to_strings(), "bytes": latent_path.stat().st_size, **options}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _parse_tag(tag: str | None) -> tuple[str, str] | None:
+    """``pvvae-decode:KEY:WRITE_ID`` -> ``(KEY, WRITE_ID)``; None for anything else."""
+    parts = (tag or "").split(":")
+    return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == DECODE_TAG else None
+
+
+def _decoded_write_id(path: Path) -> str | None:
+    parsed = _parse_tag(read_tag(path))
+    return parsed[1] if parsed else None
+
+
+def _is_source_of(path: Path, meta: LatentMeta) -> bool:
+    """Whether ``path`` is (by size and modification time) the file ``meta``'s latent was encoded from."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return path.is_file() and st.st_size == meta.source_bytes and st.st_mtime_ns == meta.source_mtime_ns
+
+
+def _decode_one(codec: Codec, job: Job, overwrite: bool, force: bool, source_size: bool, tile: str,
+                tile_spec: TileSpec | None, crf: int, options: dict, write_id: str) -> Outcome:
+    latent, meta = load_latent(job.source)
+    key = decode_key(job.source, meta, options)
+    out = job.output
+    if out.exists() or out.is_symlink():
+        if _is_source_of(out, meta):
+            return Outcome(job, "failed", f"output {out} is the source video {meta.source} of this latent: it is "
+                                          "never overwritten; choose another --output")
+        tag = _parse_tag(read_tag(out))
+        if tag is None:
+            what = "folder" if out.is_dir() else "file"
+            return Outcome(job, "failed", f"output {out} exists and is a {what} pvvae decode did not write (a source "
+                                          "video?): it is never replaced; move it or choose another --output")
+        if tag[0] == key and not overwrite:
+            return Outcome(job, "skipped", "up to date", meta, tuple(latent.shape))
+        if not overwrite:
+            return Outcome(job, "failed", f"output {out} exists but was decoded from another latent file or with "
+                                          "other options; pass --overwrite to replace it", meta)
+    warnings = codec.check_latent(latent, meta, force)
+    codec.decode_to_file(latent, meta, out, source_size, tile, tile_spec, crf=crf,
+                         tag=f"{DECODE_TAG}:{key}:{write_id}", notes=warnings)
+    return Outcome(job, "decoded", "", meta, tuple(latent.shape), warnings)

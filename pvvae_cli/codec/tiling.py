@@ -34,7 +34,15 @@ class TileSpec:
     tile: int = 512
     overlap: int = 128
 
+    def validate_basic(self) -> None:
+        """The rules that do not depend on the model (checked before it loads)."""
+        if self.tile < 1 or self.overlap < 1:
+            raise ValueError(f"tile size ({self.tile}) and overlap ({self.overlap}) must be positive")
+        if self.overlap * 2 > self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be at most half the tile size ({self.tile})")
+
     def validate(self, spatial_factor: int) -> None:
+        self.validate_basic()
         s = spatial_factor
         if self.tile % s or self.overlap % s or self.tile < 2 * s or self.overlap < s:
             raise ValueError(f"tile size ({self.tile}) and overlap ({self.overlap}) must be multiples of {s} "

@@ -26,7 +26,7 @@ import torch
 from pvvae_cli.codec.prediction import predict_future, score_prediction
 from pvvae_cli.eval.protocol import ClipSkipped, EvalProtocol, load_clip
 from pvvae_cli.eval.report import PER_VIDEO_KEYS, EvalReport, ModelResult
-from pvvae_cli.eval.speed import SpeedProtocol, measure_speed
+from pvvae_cli.eval.speed import SpeedProtocol, measure_speed_isolated
 from pvvae_cli.metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, load_i3d
 from pvvae_cli.metrics.image import psnr, ssim
 from pvvae_cli.metrics.lpips_metric import LPIPSMetric
@@ -165,7 +165,7 @@ def evaluate(
                 r.metrics["rfvd"] = fvd_from_features(np.concatenate(orig_feats), np.concatenate(recon_feats[i]))
         if speed is not None:
             say(f"speed: {r.name}")
-            r.speed = measure_speed(models[i][2], speed, dtype)
+            r.speed = measure_speed_isolated(models[i][2], speed, dtype, progress=say)
             r.metrics["it_s"] = r.speed["it_s"]
             r.metrics["peak_memory_gib"] = r.speed["peak_memory_gib"]
         for key, value in r.metrics.items():

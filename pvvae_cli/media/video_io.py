@@ -3,6 +3,11 @@
 Frames on the numpy side are ``uint8 (T, H, W, 3)`` RGB; on the torch side pixels are float ``(3, T, H, W)`` in
 [-1, 1] (add the batch axis yourself). Videos are read with decord (exact frame access through ``get_batch``),
 images (png/jpg/webp/bmp) with imageio as 1-frame clips. Writing is ``media/writer.py``'s.
+
+Where decord is not installed (it has no wheel for macOS on Apple silicon), or ``PVVAE_VIDEO_READER=ffmpeg``, or
+decord mangles a file (it returns 4 or 6 "channels" for some frame widths whose rows it pads), videos are read by
+the ffmpeg binary of imageio-ffmpeg instead (``ffmpeg_probe.iter_frames``: exact, sequential, slower to seek).
+What cannot be kept (an alpha channel, a non-square pixel aspect ratio) is reported in ``VideoInfo.notes``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import numpy as np
 import torch
 
 from pvvae_cli.errors import PvvaeError
+from pvvae_cli.media import ffmpeg_probe
+
+READER_ENV = "PVVAE_VIDEO_READER"  # "decord" or "ffmpeg"; unset: decord when it is installed
 
 VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -41,6 +49,22 @@ class VideoInfo:
     height: int
     width: int
     is_image: bool
+    reader: str = "decord"  # which reader decodes this file's frames: "decord" or "ffmpeg"
+    notes: tuple[str, ...] = ()  # what the pixels read cannot keep (alpha, pixel aspect ratio), for a warning
+
+
+def video_reader() -> str:
+    """The video reader to use: ``$PVVAE_VIDEO_READER`` if set, else decord when importable, else ffmpeg."""
+    choice = os.environ.get(READER_ENV, "").strip().lower()
+    if choice in ("decord", "ffmpeg"):
+        return choice
+    if choice:
+        raise PvvaeError(f"{READER_ENV}={choice!r}: choose decord or ffmpeg (or unset it)")
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return "ffmpeg"
+    return "decord"
 
 
 def _kind(path: Path) -> str:
@@ -74,10 +98,21 @@ def _open_video(path: Path):
         # Two threads: the machine this runs on is small, and decoding overlaps with model compute anyway.
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=2)
     except Exception as e:  # decord raises its own DECORDError / RuntimeError for corrupt input
-        raise VideoReadError(path, f"cannot decode video ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        # decord's messages are internal checks ("st_nb >= 0"); ffmpeg can name the cause.
+        why = ffmpeg_probe.diagnose(path) or f"cannot decode video ({type(e).__name__})"
+        raise VideoReadError(path, why) from e
     if len(vr) == 0:
         raise VideoReadError(path, "video has no frames")
     return vr
+
+
+def image_notes(img: np.ndarray) -> tuple[str, ...]:
+    """What ``_to_rgb_uint8`` loses of this imageio image: a (not fully opaque) alpha channel."""
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        opaque = np.iinfo(img.dtype).max if img.dtype.kind == "u" else 1
+        if (img[:, :, -1] != opaque).any():
+            return ("its alpha channel (transparency) is dropped: the colour under transparent pixels is kept",)
+    return ()
 
 
 def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -100,14 +135,52 @@ def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image_raw(path: Path) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
-        img = iio.imread(path)
+        return np.asarray(iio.imread(path))
     except Exception as e:
         raise VideoReadError(path, f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    return _to_rgb_uint8(np.asarray(img), path)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    return _to_rgb_uint8(_read_image_raw(path), path)
+
+
+def _probe_video(path: Path) -> VideoInfo:
+    head = ffmpeg_probe.read_header(path)
+    if head.error or not head.has_video:  # name the cause before any reader tries
+        raise VideoReadError(path, ffmpeg_probe.diagnose(path, head))
+    notes = ()
+    if head.sar is not None:
+        notes = (f"its pixel aspect ratio {head.sar[0]}:{head.sar[1]} is not kept: frames are read and written with "
+                 "square pixels (resize to the display size first to keep the picture's proportions)",)
+    reader = video_reader()
+    if reader == "decord":
+        vr = _open_video(path)
+        try:
+            first = vr[0].shape
+        except Exception as e:
+            raise VideoReadError(path, ffmpeg_probe.diagnose(path) or
+                                 f"cannot decode the first frame ({type(e).__name__})") from e
+        num_frames, fps = len(vr), float(vr.get_avg_fps())
+        h, w = int(first[0]), int(first[1])
+        if first[2] != 3:
+            # decord pads some rows (e.g. 48 or 24 pixels wide) and reports the padding as channels; its
+            # get_batch then fails. ffmpeg reads those files exactly.
+            reader = "ffmpeg"
+    else:
+        h, w, fps = head.height, head.width, head.fps
+        try:
+            num_frames = ffmpeg_probe.count_frames(path)
+        except Exception as e:  # noqa: BLE001 - ffmpeg's own failure, reported as the file's
+            raise VideoReadError(path, ffmpeg_probe.diagnose(path) or f"cannot count frames ({e})") from e
+        if num_frames == 0:
+            raise VideoReadError(path, "video has no frames")
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoReadError(path, f"invalid frame rate {fps}")
+    return VideoInfo(path, num_frames, fps, h, w, False, reader, notes)
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -116,17 +189,10 @@ def probe(path: str | Path) -> VideoInfo:
     kind = _kind(path)
     _check_file(path)
     if kind == "image":
-        img = _read_image(path)
-        return VideoInfo(path, 1, 0.0, img.shape[0], img.shape[1], True)
-    vr = _open_video(path)
-    try:
-        h, w = vr[0].shape[:2]
-    except Exception as e:
-        raise VideoReadError(path, f"cannot decode the first frame ({type(e).__name__})") from e
-    fps = float(vr.get_avg_fps())
-    if not math.isfinite(fps) or fps <= 0:
-        raise VideoReadError(path, f"invalid frame rate {fps}")
-    return VideoInfo(path, len(vr), fps, int(h), int(w), False)
+        raw = _read_image_raw(path)
+        img = _to_rgb_uint8(raw, path)
+        return VideoInfo(path, 1, 0.0, img.shape[0], img.shape[1], True, "imageio", image_notes(raw))
+    return _probe_video(path)
 
 
 def clip_indices(
@@ -193,13 +259,20 @@ def iter_clip(
     if info.is_image:
         yield _read_image(path)[None]
         return
+    if info.reader == "ffmpeg":
+        try:
+            yield from ffmpeg_probe.iter_frames(path, indices, info.height, info.width, chunk_size)
+        except ValueError as e:
+            raise VideoReadError(path, str(e)) from e
+        return
     vr = _open_video(path)
     for i in range(0, len(indices), chunk_size):
         batch = indices[i : i + chunk_size]
         try:
             frames = vr.get_batch(batch).asnumpy()
         except Exception as e:
-            raise VideoReadError(path, f"cannot decode frames {batch[0]}..{batch[-1]} ({type(e).__name__})") from e
+            why = ffmpeg_probe.diagnose(path) or f"{type(e).__name__}: the file may be damaged"
+            raise VideoReadError(path, f"cannot decode frames {batch[0]}..{batch[-1]} ({why})") from e
         if frames.shape[0] != len(batch) or frames.shape[1:] != (info.height, info.width, 3):
             raise VideoReadError(path, f"decoder returned frames of shape {frames.shape}, expected "
                                        f"({len(batch)}, {info.height}, {info.width}, 3)")

@@ -1,7 +1,11 @@
 """Writing frames: mp4 (H.264), one image, or a folder of PNG frames, streamed and atomic.
 
 Frames are ``uint8 (T, H, W, 3)`` RGB. Videos go through the ffmpeg binary shipped by imageio-ffmpeg; every write
-is atomic (temp file in the same folder, then ``os.replace``), so an interrupted write leaves nothing behind.
+is atomic (temp file in the same folder, then ``os.replace``), so an interrupted write leaves no partial output.
+
+A writer can stamp its output with a ``tag`` (a short string: who wrote it, from what), read back by ``read_tag``:
+the container's ``comment`` tag of a video, a text chunk of a PNG image, a hidden ``.pvvae-tag`` file inside a
+PNG-frame folder. ``pvvae decode`` uses it to tell its own up-to-date outputs from stale ones and from other files.
 """
 
 from __future__ import annotations
@@ -9,13 +13,17 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
-from pvvae_cli.runtime.atomic import AtomicFile, set_default_mode
+from pvvae_cli.runtime.atomic import AtomicFile, set_default_mode, temp_sibling
+
+FOLDER_TAG = ".pvvae-tag"  # hidden: folder walks skip it
+PNG_TAG_KEY = "pvvae"
+# ffmpeg muxer per suffix: the temp file's name ends in .tmp, so ffmpeg cannot guess the format from it.
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -41,16 +49,20 @@ def output_kind(path: str | Path) -> str:
 class VideoWriter:
     """Streaming, atomic writer of uint8 ``(n, H, W, 3)`` frame chunks; memory is bounded by one chunk.
 
-    - video suffix (``.mp4``, ...): H.264 through the ffmpeg of imageio-ffmpeg at ``fps`` with quality ``crf``
-      (0 = lossless, lower is better; the default 12 is visually lossless). Any size, never resized.
+    - video suffix (``.mp4``, ...): H.264 (yuv420p, what browsers and QuickTime play) through the ffmpeg of
+      imageio-ffmpeg at ``fps`` with quality ``crf`` (0 = lossless, lower is better; the default 12 is visually
+      lossless). yuv420p needs an even height and width: an odd one gets one replicated row/column, and
+      ``notes`` says so (PNG output keeps any size exactly).
     - image suffix (``.png``, ...): exactly one frame.
     - no suffix: a folder of PNG frames ``000000.png, 000001.png, ...`` (an existing folder is replaced whole).
 
     Use as a context manager: the output appears under ``path`` only when the block exits without error.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 12) -> None:
+    def __init__(self, path: str | Path, fps: float, crf: int = 12, tag: str | None = None) -> None:
         self.path = Path(path)
+        self.tag = tag
+        self.notes: list[str] = []
         self.kind = output_kind(self.path)
         if self.kind == "video" and not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number to write {self.path}, got {fps}")
@@ -65,9 +77,9 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "frames":
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+            self._tmp = temp_sibling(self.path, directory=True)
         else:
-            self._atomic = AtomicFile(self.path, suffix=self.path.suffix)
+            self._atomic = AtomicFile(self.path)
             self._tmp = self._atomic.tmp
         return self
 
@@ -82,8 +94,11 @@ class VideoWriter:
         if self.kind == "video":
             if self._ffmpeg is None:
                 self._ffmpeg = self._start_ffmpeg(*size)
+            h, w = size
+            if h % 2 or w % 2:
+                frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             for frame in frames:
-                self._ffmpeg.send(frame)
+                self._ffmpeg.send(np.ascontiguousarray(frame))
         elif self.kind == "image":
             if self.num_written + frames.shape[0] > 1:
                 raise ValueError(f"{self.path}: more than one frame cannot go into one image; give a folder path "
@@ -97,11 +112,17 @@ class VideoWriter:
     def _start_ffmpeg(self, h: int, w: int):
         import imageio_ffmpeg
 
-        # yuv420p (what every player expects) needs even sizes; odd sizes keep full chroma instead of resizing.
-        pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+        # yuv420p is what browsers and QuickTime play (yuv444p H.264 is not); it needs even sizes, and H.264 can
+        # only crop even amounts away, so an odd size grows by one replicated row/column.
+        if h % 2 or w % 2:
+            self.notes.append(f"odd size {h}x{w} written as {h + h % 2}x{w + w % 2} (one replicated edge row/"
+                              "column): H.264 that common players open needs even sizes; --format png keeps it exact")
+        params = ["-crf", str(self.crf), "-f", _MUXERS[self.path.suffix.lower()]]
+        if self.tag is not None:
+            params += ["-metadata", f"comment={self.tag}"]
         gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), (w, h), fps=self.fps, codec="libx264", pix_fmt_out=pix_fmt, quality=None,
-            macro_block_size=1, output_params=["-crf", str(self.crf), "-f", "mp4"], ffmpeg_log_level="error",
+            str(self._tmp), (w + w % 2, h + h % 2), fps=self.fps, codec="libx264", pix_fmt_out="yuv420p",
+            quality=None, macro_block_size=1, output_params=params, ffmpeg_log_level="error",
         )
         gen.send(None)  # start ffmpeg
         return gen
@@ -114,7 +135,13 @@ class VideoWriter:
             if ok and self.kind == "image":
                 import imageio.v3 as iio
 
-                iio.imwrite(self._tmp, self._frames[0], extension=self.path.suffix.lower())
+                extra = {}
+                if self.tag is not None and self.path.suffix.lower() == ".png":
+                    from PIL.PngImagePlugin import PngInfo
+
+                    extra["pnginfo"] = PngInfo()
+                    extra["pnginfo"].add_text(PNG_TAG_KEY, self.tag)
+                iio.imwrite(self._tmp, self._frames[0], extension=self.path.suffix.lower(), **extra)
         except BaseException:
             ok = False
             raise
@@ -134,14 +161,37 @@ class VideoWriter:
             shutil.rmtree(tmp, ignore_errors=True)
             return
         set_default_mode(tmp, directory=True)
+        if self.tag is not None:
+            (tmp / FOLDER_TAG).write_text(self.tag)
         if self.path.exists():
             # A non-empty folder cannot be replaced atomically: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
+            old = temp_sibling(self.path, directory=True)
             os.replace(self.path, old / "x")
             os.replace(tmp, self.path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, self.path)
+
+
+def read_tag(path: str | Path) -> str | None:
+    """The ``tag`` a ``VideoWriter`` stamped on ``path``, or ``None`` (no tag, not ours, unreadable)."""
+    path = Path(path)
+    try:
+        kind = output_kind(path)
+        if kind == "frames":
+            return (path / FOLDER_TAG).read_text() if (path / FOLDER_TAG).is_file() else None
+        if kind == "video":
+            from pvvae_cli.media.ffmpeg_probe import read_header
+
+            return read_header(path).metadata.get("comment")
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return getattr(im, "text", {}).get(PNG_TAG_KEY)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _write_png(path: Path, frame: np.ndarray) -> None:
@@ -150,11 +200,12 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
     iio.imwrite(path, frame, extension=".png")
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12) -> None:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12) -> list[str]:
     """Write uint8 ``(T, H, W, 3)`` frames atomically: ``.mp4`` (H.264, at ``fps``), an image file (``T == 1``)
-    or a folder of PNG frames (a path without suffix). See ``VideoWriter``."""
+    or a folder of PNG frames (a path without suffix). See ``VideoWriter``. Returns its ``notes``."""
     frames = _check_frames(frames)
     if frames.shape[0] == 0:
         raise ValueError(f"{path}: no frames to write")
     with VideoWriter(path, fps, crf) as writer:
         writer.write(frames)
+    return writer.notes

@@ -263,8 +263,10 @@ def resume_config(run_dir: str | Path, stage: str, config_file: str | Path | Non
     if config_file is not None or given or other_out:
         extra = ["--config"] * (config_file is not None) + [f"--{k.replace('_', '-')}" for k in given]
         extra += ["--out"] * other_out
+        # Name only the overrides this command has as flags (keep_checkpoints, for one, is a config-file key).
+        may = [k for k in RESUMABLE_OVERRIDES if k in flags]
         raise ConfigError(f"--resume {run_dir} continues the saved configuration; drop {', '.join(extra)} (only "
-                          f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change)")
+                          f"{', '.join('--' + k.replace('_', '-') for k in may)} may change)")
     saved = read_run_config(run_dir)
     if (saved.get("stage") == "decoder") != (stage == "decoder"):
         cmd = "finetune-decoder" if saved.get("stage") == "decoder" else "train"

@@ -127,8 +127,9 @@ def train(
     weights = cfg.loss_weights  # the adversarial term is added separately (adaptive balance)
     groups = num_groups(cfg.frames, tc)
     start_step, last_val, status = step, {}, "finished"
-    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not is_main, dynamic_ncols=True, unit="step",
-               file=sys.stderr)
+    # No bar when stderr is not a terminal: cursor escapes in a log file (the logged lines remain).
+    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not is_main or not sys.stderr.isatty(), unit="step",
+               dynamic_ncols=True, file=sys.stderr)
     update_time, steps_since_log = 0.0, 0
     with StopOnSignal(run_log.say) as stop, contextlib.closing(bar):
         while True:
