@@ -22,7 +22,8 @@ def decode(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
     model: Annotated[
         str | None,
-        typer.Option(help="Weights folder, hub repo id or preset:NAME [default: the model named in the latents]."),
+        typer.Option(help="Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME "
+                           "[default: the model named in the latents]."),
     ] = None,
     format: Annotated[
         Format, typer.Option("--format", help="mp4 (H.264 at the source fps) or png (a folder of frames per clip).")

@@ -107,21 +107,21 @@ def download(
     offline = _env_offline() if offline is None else offline
 
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # .utils: in every version
 
-    # Which copy to read: the hub's (commit known, reachable) or the cache's (why_cache says why).
+    # Which copy to read: the hub's (reachable, commit known) or the cache's (why_cache says why).
+    cached_commit = (not offline and local_dir is None and ref.revision is not None
+                     and _COMMIT.fullmatch(ref.revision) is not None and _cached_commit(ref, cache_dir))
     if offline:
         commit, why_cache = None, "HF_HUB_OFFLINE is set"
-    elif local_dir is None and ref.revision is not None and _COMMIT.fullmatch(ref.revision) and _cached_commit(
-        ref, cache_dir
-    ):
+    elif cached_commit:
         commit, why_cache = ref.revision, None  # a commit never changes: its complete cached copy needs no request
     else:
         commit, why_cache = _probe(ref, endpoint)
     try:
         folder = snapshot_download(
             ref.repo_id, revision=ref.revision, cache_dir=cache_dir, local_dir=local_dir, endpoint=endpoint,
-            allow_patterns=list(REPO_FILES), local_files_only=why_cache is not None,
+            allow_patterns=list(REPO_FILES), local_files_only=cached_commit or why_cache is not None,
         )
     except LocalEntryNotFoundError as e:  # also IncompleteSnapshotError: a partial copy in the cache
         where = f"in {local_dir}" if local_dir is not None else f"in the hub cache ({_cache_name(cache_dir)})"
@@ -131,6 +131,8 @@ def download(
         raise HubError(f"{ref}: the hub failed to serve a file ({_first_line(e)})") from e
     except OSError as e:  # a full disk, an unwritable cache or local_dir
         raise HubError(f"{ref}: cannot write the download ({e}); free space or set HF_HUB_CACHE / --local-dir") from e
+    except Exception as e:  # noqa: BLE001 - the connection broke after the probe; its class depends on the client
+        raise HubError(f"{ref}: the download broke off ({type(e).__name__}: {_first_line(e)}); run it again") from e
     folder = Path(folder)
     if commit is None and _COMMIT.fullmatch(folder.name) and folder.parent.name == "snapshots":
         commit = folder.name  # offline: the cache's folder is named by the commit
@@ -149,7 +151,7 @@ def _probe(ref: HubRef, endpoint: str | None) -> tuple[str | None, str | None]:
     ``(None, why)`` when the hub cannot be reached or is down (the caller falls back to the cache). ``HubError``
     when the hub answers that the repo or revision does not exist or is not accessible."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
+    from huggingface_hub.utils import (
         GatedRepoError,
         HfHubHTTPError,
         RepositoryNotFoundError,
