@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_train_config
 from hub_server import FakeHub
 from typer.testing import CliRunner
 
@@ -25,6 +26,7 @@ from pvvae_cli.media.writer import write_video
 from pvvae_cli.models import hub as hub_lib
 from pvvae_cli.models.hub import HubError, HubRef, parse_hub_ref
 from pvvae_cli.models.weights import WeightsError
+from pvvae_cli.train.build import build_vae
 
 REPO = "org/tiny-vae"
 runner = CliRunner()
@@ -114,6 +116,8 @@ def test_revisions_pin_different_weights(hub_env, weights):
     assert same_weights(load_model(REPO), v2)  # the default branch
     assert same_weights(load_model(REPO, revision="v1"), v1)
     assert same_weights(VideoVAE.from_pretrained(f"{REPO}@v2"), v2)
+    trainee = build_vae(tiny_train_config(init=f"{REPO}@v1", preset=None))  # `pvvae train --init org/name@rev`
+    assert same_weights(trainee.encoder, v1.encoder)
 
 
 def test_offline_reads_the_cache_without_a_request(hub, tmp_path):
