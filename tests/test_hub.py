@@ -233,6 +233,9 @@ def test_download_command(hub_env, weights, tmp_path):
         assert res.exit_code == 2 and "Traceback" not in res.output, args
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: org/"), (args, res.output)
+    res = runner.invoke(app, ["info", "runs/missing"])  # a mistyped folder, or a repo?
+    assert res.exit_code == 2 and res.output.strip().startswith("error: runs/missing: no such model repo on ")
+    assert res.output.strip().endswith("(and there is no local folder runs/missing)")
 
 
 def test_installed_command_reads_the_users_environment(hub, tmp_path, closed_port_url):

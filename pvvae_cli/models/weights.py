@@ -98,7 +98,12 @@ def _locate(name_or_path: str | Path, revision: str | None) -> tuple[Path, str |
     text = str(name_or_path)
     if not hub.looks_like_hub_ref(text):
         raise WeightsError(f"{text}: no such weights folder, and not a hub repo id of the form owner/name[@revision]")
-    snapshot = hub.download(hub.parse_hub_ref(text, revision))
+    try:
+        snapshot = hub.download(hub.parse_hub_ref(text, revision))
+    except hub.HubError as e:
+        if "@" in text:  # owner/name@rev is clearly meant for the hub; a bare a/b may be a mistyped folder
+            raise
+        raise hub.HubError(f"{e} (and there is no local folder {path})") from e
     return snapshot.directory, snapshot.label
 
 
