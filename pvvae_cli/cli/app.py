@@ -8,6 +8,7 @@ import typer
 
 from pvvae_cli import __version__
 from pvvae_cli.cli.decode import decode
+from pvvae_cli.cli.download import download
 from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
 from pvvae_cli.cli.help_format import hide_flag_types
@@ -47,6 +48,7 @@ app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
+app.command("download")(download)
 
 
 def main() -> None:

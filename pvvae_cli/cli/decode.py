@@ -23,8 +23,8 @@ def decode(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
     model: Annotated[
         str | None,
-        typer.Option(help=escape("Weights folder, hub repo id or preset:NAME [default: the model named in the "
-                                 "latents].")),
+        typer.Option(help=escape("Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME "
+                                 "[default: the model named in the latents].")),
     ] = None,
     format: Annotated[
         Format, typer.Option("--format", help="mp4 (H.264 yuv420p at the source fps, which every player opens; an odd "

@@ -33,7 +33,8 @@ def evaluate(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Weights folder, hub repo id or preset:NAME; repeat to compare models."),
+        typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, optionally "
+                                            "@revision) or preset:NAME; repeat to compare models."),
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,

@@ -12,8 +12,8 @@ from pvvae_cli.cli.common import fail, load_model
 def info(
     model: Annotated[
         str | None,
-        typer.Argument(help="Weights folder, training run folder (its weights/), hub repo id or preset:NAME. Omit to "
-                            "list the presets."),
+        typer.Argument(help="Weights folder, training run folder (its weights/), hub repo id (owner/name, optionally "
+                            "@revision) or preset:NAME. Omit to list the presets."),
     ] = None,
 ) -> None:
     """Print the architecture and parameter count of a model, or the table of presets."""

@@ -26,7 +26,8 @@ def predict(
                                   "file from `pvvae encode` (its latent frames are the context).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4): observed + predicted frames.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Weights folder, hub repo id or preset:NAME.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, "
+                                                             "optionally @revision) or preset:NAME.")],
     context_frames: Annotated[
         int, typer.Option(help="Observed frames to encode: 1 + 4a (1, 5, 9, ...) for t4 models. Ignored for a "
                                "latent file.")

@@ -112,8 +112,9 @@ def build_model(config: AutoencoderConfig) -> VideoAutoencoder:
 def load_model(spec: str | Path, device: str | torch.device = "cpu", revision: str | None = None) -> VideoAutoencoder:
     """The model named by ``spec``, in eval mode on ``device``:
 
-    - a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id ``owner/name``
-      (``revision``: a branch, tag or commit): strict loading, ``WeightsError`` for any problem;
+    - a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id ``owner/name`` or
+      ``owner/name@revision`` (or ``revision=``: a branch, tag or commit; cached, offline-capable, see
+      ``models/hub.py``): strict loading, ``WeightsError`` for any problem;
     - ``preset:NAME``: RANDOM weights of a preset, drawn from torch's global generator (seed it for
       reproducibility); for tests and benchmarks only.
     """

@@ -51,52 +51,60 @@ def save_pretrained(model, directory: str | Path, model_card: str | None = None)
     return directory
 
 
-def read_config(path: Path):
-    """Parse and validate a ``config.json``: an instance of its family's config class."""
+def read_config(path: Path, label: str | None = None):
+    """Parse and validate a ``config.json``: an instance of its family's config class. ``label``: how messages name
+    the folder (a hub repo's ``owner/name@rev (commit ...)``) instead of its path."""
+    where = f"{label}: {path.name}" if label else str(path)
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError as e:
-        raise WeightsError(f"{path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from e
+        raise WeightsError(f"{where}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from e
+        raise WeightsError(f"{where}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
+        raise WeightsError(f"{where}: expected a JSON object")
     cls = raw.pop("class_name", registry.DEFAULT_CLASS_NAME)
     if cls not in registry.FAMILIES:
-        raise WeightsError(f"{path}: class_name is {cls!r}, expected one of {sorted(registry.FAMILIES)}")
+        raise WeightsError(f"{where}: class_name is {cls!r}, expected one of {sorted(registry.FAMILIES)}")
     version = raw.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise WeightsError(
-            f"{path}: format_version {version!r} is not supported (this pvvae reads {FORMAT_VERSION}); "
+            f"{where}: format_version {version!r} is not supported (this pvvae reads {FORMAT_VERSION}); "
             "upgrade pvvae or re-export the weights"
         )
     raw.pop("pvvae_version", None)
     try:
         return registry.get_family(cls).config_class.from_dict(raw)
     except (ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: invalid config: {e}") from e
+        raise WeightsError(f"{where}: invalid config: {e}") from e
 
 
 def resolve_weights_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a Hugging Face repo id (``owner/name``), downloaded into the HF cache."""
+    """A local weights folder as is; otherwise a hub repo id ``owner/name[@revision]`` (``revision`` may be given
+    apart), downloaded into the hub cache or found there (``models/hub.py``)."""
+    return _locate(name_or_path, revision)[0]
+
+
+def _locate(name_or_path: str | Path, revision: str | None) -> tuple[Path, str | None]:
+    """The one resolver of every ``--model`` / ``--init``: ``(folder, label)``; ``label`` names a hub snapshot in
+    messages (``None`` for a local folder, whose path says it)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path
-    text = str(name_or_path)
+        return path, None
     if path.exists():
         raise WeightsError(f"{path}: is a file; pass the weights folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise WeightsError(f"{text}: no such weights folder, and not a hub repo id of the form owner/name")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from pvvae_cli.models import hub
 
+    text = str(name_or_path)
+    if not hub.looks_like_hub_ref(text):
+        raise WeightsError(f"{text}: no such weights folder, and not a hub repo id of the form owner/name[@revision]")
     try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]))
-    except LocalEntryNotFoundError as e:
-        raise WeightsError(f"{text}: not in the local hub cache and the hub is unreachable "
-                           "(check the network or HF_ENDPOINT, or pass a local folder)") from e
-    except HfHubHTTPError as e:
-        raise WeightsError(f"{text}: hub download failed ({e.__class__.__name__}: {e})") from e
+        snapshot = hub.download(hub.parse_hub_ref(text, revision))
+    except hub.HubError as e:
+        if "@" in text:  # owner/name@rev is clearly meant for the hub; a bare a/b may be a mistyped folder
+            raise
+        raise hub.HubError(f"{e} (and there is no local folder {path})") from e
+    return snapshot.directory, snapshot.label
 
 
 def load_pretrained(
@@ -105,19 +113,21 @@ def load_pretrained(
 ):
     """Build the model of a weights folder or hub repo id (its family from ``class_name``), in eval mode; strict
     about every tensor. ``expect``: a class the model must be an instance of (``VideoVAE.from_pretrained``)."""
-    directory = resolve_weights_dir(name_or_path, revision)
-    config = read_config(directory / CONFIG_NAME)
+    directory, label = _locate(name_or_path, revision)
+    config = read_config(directory / CONFIG_NAME, label)
     model_class = registry.family_of(config).model_class
+    config_where = f"{label}: {CONFIG_NAME}" if label else directory / CONFIG_NAME
     if expect is not None and not issubclass(model_class, expect):
-        raise WeightsError(f"{directory / CONFIG_NAME}: holds a {model_class.__name__}, not a {expect.__name__}; "
+        raise WeightsError(f"{config_where}: holds a {model_class.__name__}, not a {expect.__name__}; "
                            "load it with pvvae_cli.load_model")
     weights_path = directory / WEIGHTS_NAME
+    where = f"{label}: {WEIGHTS_NAME}" if label else weights_path
     if not weights_path.is_file():
-        raise WeightsError(f"{weights_path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise WeightsError(f"{where}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         tensors = load_file(weights_path, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as e:
-        raise WeightsError(f"{weights_path}: not a readable safetensors file ({e})") from e
+        raise WeightsError(f"{where}: not a readable safetensors file ({e})") from e
     with torch.device("meta"):  # no memory and no init: every tensor comes from the file
         model = model_class(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -133,7 +143,7 @@ def load_pretrained(
     if misshaped:
         problems.append(f"mis-shaped tensors {_clip(misshaped)}")
     if problems:
-        raise WeightsError(f"{weights_path}: does not match its config.json ({'; '.join(problems)})")
+        raise WeightsError(f"{where}: does not match its config.json ({'; '.join(problems)})")
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval()
