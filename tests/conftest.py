@@ -114,15 +114,30 @@ def stand_in_i3d(tmp_path):
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """No network and an empty torch hub cache: LPIPS and I3D weights cannot be had."""
+    """No network, an empty torch hub cache and an empty metrics cache: LPIPS, ST-LPIPS and I3D weights cannot be
+    had."""
     import urllib.error
 
-    from pvvae_cli.metrics.fvd import I3D_ENV
+    from pvvae_cli.metrics.network_files import CACHE_ENV, SOURCES
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(I3D_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "no_metrics"))
+    for source in SOURCES.values():
+        monkeypatch.delenv(source.env, raising=False)
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("offline (test)")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+def metric_network(key: str):
+    """The converted weight file of metric network ``key`` (``stlpips`` or ``i3d``), or skip the test with the
+    reason: the real networks are set up by ``pvvae setup-metrics`` (CI runs it before the tests)."""
+    from pvvae_cli.metrics.network_files import SOURCES, resolve_network_file
+    from pvvae_cli.metrics.perceptual import MetricUnavailable
+
+    try:
+        return resolve_network_file(SOURCES[key])
+    except MetricUnavailable as e:
+        pytest.skip(f"real metric network not set up here ({e})")

@@ -12,6 +12,7 @@ from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
+from pvvae_cli.cli.setup_metrics import setup_metrics
 from pvvae_cli.cli.train import finetune_decoder, train
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
+app.command("setup-metrics")(setup_metrics)
 
 
 def main() -> None:
