@@ -88,8 +88,8 @@ def run_pvvae(*args, timeout: float = 300):
 
 
 class StandInI3D(torch.nn.Module):
-    """A tiny video network with the signature of StyleGAN-V's TorchScript I3D, for tests only: its numbers mean
-    nothing. ``videos (B, 3, T, H, W)`` (0..255 with ``rescale``) -> features ``(B, features)``."""
+    """A tiny video network with the ``FeatureExtractor`` signature, for wiring tests only: its numbers mean
+    nothing. ``videos uint8 (B, 3, T, H, W)`` -> features ``(B, features)``."""
 
     name = "stand-in"
 
@@ -97,19 +97,8 @@ class StandInI3D(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv3d(3, features, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
-        x = x.float()
-        if rescale:
-            x = x / 127.5 - 1
-        return self.conv(x).mean(dim=(2, 3, 4))
-
-
-@pytest.fixture
-def stand_in_i3d(tmp_path):
-    """A ``StandInI3D`` saved as TorchScript (the format ``load_i3d`` reads)."""
-    path = tmp_path / "stand_in_i3d.pt"
-    torch.jit.script(StandInI3D()).save(str(path))
-    return path
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float() / 127.5 - 1).mean(dim=(2, 3, 4))
 
 
 @pytest.fixture
