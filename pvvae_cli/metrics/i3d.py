@@ -127,6 +127,7 @@ class InceptionI3d(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
+        # Module names keep the original endpoint names, so each state-dict key names its checkpoint entry.
         self.Conv3d_1a_7x7 = Unit3D(3, 64, 7, stride=2)
         self.Conv3d_2b_1x1 = Unit3D(64, 64)
         self.Conv3d_2c_3x3 = Unit3D(64, 192, 3)
