@@ -88,8 +88,8 @@ def run_pvvae(*args, timeout: float = 300):
 
 
 class StandInI3D(torch.nn.Module):
-    """A tiny video network with the signature of StyleGAN-V's TorchScript I3D, for tests only: its numbers mean
-    nothing. ``videos (B, 3, T, H, W)`` (0..255 with ``rescale``) -> features ``(B, features)``."""
+    """A tiny video network with the ``FeatureExtractor`` signature, for wiring tests only: its numbers mean
+    nothing. ``videos uint8 (B, 3, T, H, W)`` -> features ``(B, features)``."""
 
     name = "stand-in"
 
@@ -97,32 +97,36 @@ class StandInI3D(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv3d(3, features, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
-        x = x.float()
-        if rescale:
-            x = x / 127.5 - 1
-        return self.conv(x).mean(dim=(2, 3, 4))
-
-
-@pytest.fixture
-def stand_in_i3d(tmp_path):
-    """A ``StandInI3D`` saved as TorchScript (the format ``load_i3d`` reads)."""
-    path = tmp_path / "stand_in_i3d.pt"
-    torch.jit.script(StandInI3D()).save(str(path))
-    return path
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float() / 127.5 - 1).mean(dim=(2, 3, 4))
 
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """No network and an empty torch hub cache: LPIPS and I3D weights cannot be had."""
+    """No network, an empty torch hub cache and an empty metrics cache: LPIPS, ST-LPIPS and I3D weights cannot be
+    had."""
     import urllib.error
 
-    from pvvae_cli.metrics.fvd import I3D_ENV
+    from pvvae_cli.metrics.network_files import CACHE_ENV, SOURCES
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(I3D_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "no_metrics"))
+    for source in SOURCES.values():
+        monkeypatch.delenv(source.env, raising=False)
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("offline (test)")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+def metric_network(key: str):
+    """The converted weight file of metric network ``key`` (``stlpips`` or ``i3d``), or skip the test with the
+    reason: the real networks are set up by ``pvvae setup-metrics`` (CI runs it before the tests)."""
+    from pvvae_cli.metrics.network_files import SOURCES, resolve_network_file
+    from pvvae_cli.metrics.perceptual import MetricUnavailable
+
+    try:
+        return resolve_network_file(SOURCES[key])
+    except MetricUnavailable as e:
+        pytest.skip(f"real metric network not set up here ({e})")

@@ -1,6 +1,7 @@
 """`pvvae eval` and the evaluation library: protocol checks, numbers that match the metrics computed directly,
 the side-by-side table for two models, JSON/CSV contents, unavailable metrics, the speed protocol, and the
-two-set FVD/KVD comparison. Feature metrics use a tiny stand-in network (its numbers mean nothing)."""
+two-set FVD/KVD comparison. Library and wiring tests use a tiny stand-in feature network (its numbers mean
+nothing); one CLI test runs the real ST-LPIPS and I3D (skipped, with the reason, where they are not set up)."""
 
 import csv
 import json
@@ -8,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import StandInI3D, moving_square, run_pvvae
+from conftest import StandInI3D, metric_network, moving_square, run_pvvae
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
@@ -20,9 +21,6 @@ from pvvae_cli.media.writer import write_video
 from pvvae_cli.metrics import LPIPSMetric, psnr, ssim
 
 runner = CliRunner()
-
-# The stand-in feature network is TorchScript, the format of StyleGAN-V's I3D; torch warns that jit is deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 @pytest.fixture
@@ -121,14 +119,16 @@ def test_cli_eval_two_models_table_json_csv(clips, two_models, tmp_path, offline
                               "--frames", "9", "--size", "32", "--predict-context", "5",
                               "--json", str(out_json), "--per-video", str(out_csv)])
     assert res.exit_code == 0, res.output
-    # The markdown table: models side by side, LPIPS and rFVD unavailable with reasons and fixes.
+    # The markdown table: models side by side, ST-LPIPS and rFVD unavailable with reasons and the fix; LPIPS
+    # (torchvision's backbone) is opt-in and absent.
     a, b = str(two_models[0]), str(two_models[1])
     assert f"| metric | {a} | {b} |" in res.output
     for label in ("PSNR (dB) ↑", "SSIM ↑", "prediction PSNR (dB) ↑", "copy-last-frame PSNR (dB)"):
         assert f"| {label} |" in res.output
-    assert "| LPIPS ↓ | unavailable [1] | unavailable [1] |" in res.output
-    assert "| rFVD ↓ | unavailable [2] | unavailable [2] |" in res.output
-    assert "alexnet-owt-7be5be79.pth" in res.output and "--i3d PATH" in res.output
+    assert "| ST-LPIPS (alex) ↓ | unavailable [1] | unavailable [1] |" in res.output
+    assert "| rFVD (3 clips) ↓ | unavailable [2] | unavailable [2] |" in res.output
+    assert "LPIPS ↓" not in res.output.replace("ST-LPIPS (alex) ↓", "")
+    assert res.output.count("run `pvvae setup-metrics`") == 2
     data = json.loads(out_json.read_text())
     p = data["protocol"]
     assert (p["frames"], p["size"], p["predict_context"], p["posterior"]) == (9, 32, 5, "mode")
@@ -138,40 +138,58 @@ def test_cli_eval_two_models_table_json_csv(clips, two_models, tmp_path, offline
     for m in data["models"]:
         assert m["tag"] == "t4s16c8" and m["parameters"] > 0
         assert {"psnr", "ssim", "pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim"} <= set(m["metrics"])
-        assert "lpips" not in m["metrics"] and "URLError" in m["unavailable"]["lpips"]
-        assert "rfvd" not in m["metrics"] and "could not be downloaded" in m["unavailable"]["rfvd"]
+        assert "stlpips" not in m["metrics"] and "setup-metrics" in m["unavailable"]["stlpips"]
+        assert "rfvd" not in m["metrics"] and "setup-metrics" in m["unavailable"]["rfvd"]
+        assert "lpips" not in m["metrics"] and "lpips" not in m["unavailable"]
         assert len(m["per_video"]) == 3
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 6 and {r["model"] for r in rows} == {a, b}
     assert float(rows[0]["psnr"]) == pytest.approx(data["models"][0]["per_video"][0]["psnr"], rel=1e-5)
-    assert rows[0]["lpips"] == ""
+    assert rows[0]["stlpips"] == "" and rows[0]["lpips"] == ""
 
 
-def test_cli_eval_rfvd_with_i3d_file_and_speed(clips, two_models, stand_in_i3d, tmp_path, offline):
+def test_cli_eval_real_networks_and_speed(clips, two_models, tmp_path):
+    # The real ST-LPIPS (alex) and I3D, given by path; two models side by side on two clips (the I3D costs
+    # seconds per clip on a CPU: 2 clips x (original + 2 models) passes).
+    stlpips, i3d = metric_network("stlpips"), metric_network("i3d")
     out_json = tmp_path / "eval.json"
-    res = runner.invoke(app, ["eval", str(clips), "-m", str(two_models[0]), "--frames", "9", "--size", "32",
-                              "--no-lpips", "--i3d", str(stand_in_i3d), "--speed", "--speed-frames", "5",
-                              "--speed-batch", "1", "--speed-warmup", "1", "--speed-steps", "2",
-                              "--json", str(out_json)])
+    res = runner.invoke(app, ["eval", str(clips), "-m", str(two_models[0]), "-m", str(two_models[1]),
+                              "--max-videos", "2", "--frames", "9", "--size", "32",
+                              "--stlpips-weights", str(stlpips), "--i3d", str(i3d),
+                              "--speed", "--speed-frames", "5", "--speed-batch", "1", "--speed-warmup", "1",
+                              "--speed-steps", "2", "--json", str(out_json)])
     assert res.exit_code == 0, res.output
-    assert "| rFVD ↓ |" in res.output and "unavailable" not in res.output and "LPIPS" not in res.output
+    assert "| ST-LPIPS (alex) ↓ |" in res.output and "| rFVD (2 clips) ↓ |" in res.output
+    assert "unavailable" not in res.output and "| LPIPS" not in res.output
     assert "speed (it/s, 5×32², batch 1) ↑" in res.output
-    m = json.loads(out_json.read_text())["models"][0]
-    assert m["metrics"]["rfvd"] >= 0 and m["metrics"]["it_s"] > 0
+    assert "metric networks, seconds per clip: ST-LPIPS (alex) " in res.output and " I3D " in res.output
+    data = json.loads(out_json.read_text())
+    m0, m1 = data["models"]
+    for m in (m0, m1):
+        assert m["metrics"]["rfvd"] > 0 and m["metrics"]["stlpips"] > 0 and m["metrics"]["it_s"] > 0
+        assert m["metrics"]["stlpips"] == pytest.approx(np.mean([r["stlpips"] for r in m["per_video"]]))
+    assert m0["metrics"]["stlpips"] != m1["metrics"]["stlpips"]  # two different random models
+    impl = data["protocol"]["metric_implementations"]
+    assert "not comparable with LPIPS" in impl["stlpips"] and "I3D" in impl["rfvd"] and "2 clips" in impl["rfvd"]
+    assert set(data["protocol"]["network_seconds_per_clip"]) == {"stlpips", "i3d"}
     assert (m["speed"]["warmup"], m["speed"]["steps"], m["speed"]["batch"]) == (1, 2, 1)
     assert "RSS" in m["speed"]["memory_measure"]
 
 
-def test_cli_eval_reference_vs_generated(clips, stand_in_i3d, tmp_path):
+def test_cli_eval_reference_vs_generated(clips, tmp_path, monkeypatch):
+    import pvvae_cli.metrics
+
+    # Wiring only: the stand-in replaces the I3D (the real one is tested in test_metric_networks.py).
+    monkeypatch.setattr(pvvae_cli.metrics, "load_i3d", lambda path=None, device="cpu": StandInI3D())
     other = tmp_path / "other"
     for i in range(3):
         write_video(other / f"g{i}.mp4", np.full((9, 32, 32, 3), 200 - 40 * i, np.uint8), fps=8.0)
-    args = ["eval", "--reference", str(clips), "--i3d", str(stand_in_i3d), "--frames", "9", "--size", "32"]
+    args = ["eval", "--reference", str(clips), "--frames", "9", "--size", "32"]
     same = runner.invoke(app, [*args, "--generated", str(clips), "--json", str(tmp_path / "same.json")])
     assert same.exit_code == 0, same.output
     data = json.loads((tmp_path / "same.json").read_text())
     assert data["fvd"] < 1e-6 and (data["num_reference"], data["num_generated"]) == (3, 3)
-    assert "| FVD ↓ |" in same.output and "| KVD ↓ |" in same.output
+    assert "| FVD (3 vs 3 clips) ↓ |" in same.output and "| KVD (3 vs 3 clips) ↓ |" in same.output
     diff = runner.invoke(app, [*args, "--generated", str(other), "--json", str(tmp_path / "diff.json")])
     assert diff.exit_code == 0, diff.output
     assert json.loads((tmp_path / "diff.json").read_text())["fvd"] > 1e-3
@@ -187,8 +205,8 @@ def test_cli_eval_errors(clips, two_models, tmp_path, offline):
     assert res.exit_code == 2 and "--model" in res.output
     res = runner.invoke(app, ["eval", "--reference", str(clips)])
     assert res.exit_code == 2 and "--generated" in res.output
-    res = runner.invoke(app, ["eval", "--reference", str(clips), "--generated", str(clips), "--no-download"])
-    assert res.exit_code == 2 and "downloading is off" in res.output
+    res = runner.invoke(app, ["eval", "--reference", str(clips), "--generated", str(clips)])
+    assert res.exit_code == 2 and "run `pvvae setup-metrics`" in res.output
     res = runner.invoke(app, ["eval", str(clips), "-m", m, "--frames", "13", "--size", "32"])
     assert res.exit_code == 2 and "no clip could be evaluated" in res.output and "has 9 frames" in res.output
     res = runner.invoke(app, ["eval", str(tmp_path / "missing"), "-m", m])

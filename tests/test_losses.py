@@ -1,15 +1,16 @@
-"""Loss terms, the 3D patch discriminator, and LPIPS wiring / unavailability."""
+"""Loss terms, the 3D patch discriminator, and the perceptual term: ST-LPIPS (alex) training (real network where set
+up), LPIPS wiring, unavailability, and old run configs."""
 
 import pytest
 import torch
-from conftest import random_clip
+from conftest import TINY_TRAIN, metric_network, random_clip, read_metrics
 
 from pvvae_cli.metrics.perceptual import MetricUnavailable
 from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.train.discriminator import PatchDiscriminator3D
 from pvvae_cli.train.losses import (
-    LPIPSLoss,
     adaptive_gan_weight,
+    build_perceptual_loss,
     generator_adv_loss,
     hinge_d_loss,
     kl_loss,
@@ -45,14 +46,14 @@ def test_kl_loss():
 def test_reconstruction_terms_and_weighted_sum():
     x, y = random_clip(2, 3, 9, 16, 16), random_clip(2, 3, 9, 16, 16)
     post = DiagonalGaussian(torch.zeros(2, 4, 3, 1, 1), torch.zeros(2, 4, 3, 1, 1))
-    weights = {"mse": 1.0, "motion": 0.5, "lpips": 0.0, "kl": 1e-6}
+    weights = {"mse": 1.0, "motion": 0.5, "perceptual": 0.0, "kl": 1e-6}
     terms = reconstruction_terms(y, x, post, weights)
     assert set(terms) == {"mse", "motion", "kl"}  # zero weights are not computed
     total = weighted_sum(terms, weights)
     assert total == pytest.approx(float(terms["mse"] + 0.5 * terms["motion"] + 1e-6 * terms["kl"]))
     assert "kl" not in reconstruction_terms(y, x, None, weights)  # frozen encoder: no KL
-    with pytest.raises(ValueError, match="no LPIPSLoss"):
-        reconstruction_terms(y, x, post, {**weights, "lpips": 1.0})
+    with pytest.raises(ValueError, match="no PerceptualLoss"):
+        reconstruction_terms(y, x, post, {**weights, "perceptual": 1.0})
 
 
 def test_gan_losses():
@@ -84,26 +85,66 @@ def test_discriminator_shapes_and_gradients(t):
 
 def test_lpips_wiring_with_random_backbone():
     # Random backbone: tests the plumbing only; never a measurement.
-    loss = LPIPSLoss(random_backbone=True, max_frames=2)
+    loss = build_perceptual_loss("lpips", random_backbone=True, max_frames=2)
     x = random_clip(2, 3, 5, 32, 32)
     assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
     assert float(loss(x.flip(-1), x)) > 0
 
 
-def test_lpips_unavailable_is_a_clear_error(offline):
+def test_stlpips_loss_has_gradients_and_the_frame_subset():
+    metric_network("stlpips")
+    loss = build_perceptual_loss("stlpips", max_frames=2)
+    assert not any(p.requires_grad for p in loss.parameters())
+    x = random_clip(1, 3, 5, 32, 32)
+    recon = x.flip(-1).requires_grad_(True)
+    value = loss(recon, x)
+    value.backward()
+    assert value > 0 and recon.grad.abs().sum() > 0
+    assert recon.grad[:, :, 1:4].abs().sum() == 0  # max_frames=2 of 5: frames 0 and 4 only
+    assert float(loss(x, x)) == 0.0
+
+
+def test_perceptual_unavailable_is_a_clear_error(offline):
     with pytest.raises(MetricUnavailable, match="alexnet-owt-7be5be79.pth"):
-        LPIPSLoss()
+        build_perceptual_loss("lpips")
+    with pytest.raises(MetricUnavailable, match="pvvae setup-metrics"):
+        build_perceptual_loss("stlpips")
 
 
-def test_lpips_weight_stops_the_run_at_start(offline, tmp_path):
+@pytest.mark.parametrize("kind, message", [("lpips", "error: LPIPS (alex) needs torchvision's ImageNet backbone"),
+                                           ("stlpips", "error: ST-LPIPS (alex): no network at")])
+def test_missing_perceptual_network_stops_the_run_at_start(offline, tmp_path, kind, message):
     from typer.testing import CliRunner
 
     from pvvae_cli.cli.app import app
 
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--data", "synthetic:shapes", "--out", str(out),
-                                      "--lpips-weight", "1.0", "--quiet"])
+                                      "--perceptual", kind, "--quiet"])
     assert result.exit_code == 2
-    assert "error: LPIPS (alex) needs torchvision's ImageNet backbone weights" in result.output
-    assert "Traceback" not in result.output
+    assert message in result.output and "Traceback" not in result.output
     assert not out.exists()  # stopped before writing anything
+
+
+def test_training_with_stlpips(tmp_path, one_thread):
+    from pvvae_cli.train.config import build_config
+    from pvvae_cli.train.trainer import train
+
+    metric_network("stlpips")
+    cfg = build_config("video", **{**TINY_TRAIN, "steps": 2, "perceptual": "stlpips", "perceptual_weight": 0.5})
+    assert cfg.loss_weights["perceptual"] == 0.5
+    train(cfg, tmp_path / "run", quiet=True)
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 2 and all(r["perceptual"] > 0 for r in rows)
+    assert "perceptual ST-LPIPS (alex) 0.5" in (tmp_path / "run" / "weights" / "README.md").read_text()
+
+
+def test_old_run_configs_keep_their_lpips_term():
+    from pvvae_cli.train.config import TrainConfig
+
+    base = {"stage": "video", "preset": "tiny", "data": ["synthetic:shapes"], "frames": 5, "size": 32}
+    old = TrainConfig.from_dict({**base, "lpips_weight": 0.7})
+    assert (old.perceptual, old.perceptual_weight) == ("lpips", 0.7)
+    assert TrainConfig.from_dict({**base, "lpips_weight": 0.0}).loss_weights["perceptual"] == 0.0
+    with pytest.raises(ValueError, match="perceptual must be one of none, stlpips, lpips"):
+        TrainConfig.from_dict({**base, "perceptual": "vgg"})

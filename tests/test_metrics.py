@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import StandInI3D
 
 from pvvae_cli.metrics import (
     LPIPSMetric,
@@ -14,17 +15,12 @@ from pvvae_cli.metrics import (
     frechet_distance,
     fvd_from_features,
     kernel_distance,
-    load_i3d,
     psnr,
     psnr_frames,
     ssim,
     ssim_frames,
 )
-from pvvae_cli.metrics import fvd as fvd_mod
 from pvvae_cli.metrics.perceptual import load_lpips
-
-# The stand-in feature network is TorchScript, the format of StyleGAN-V's I3D; torch warns that jit is deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 # ------------------------------------------------------------------------------------------------ PSNR
@@ -142,36 +138,18 @@ def test_kvd_zero_for_identical_sets_positive_for_different():
     assert std > 0 and abs(mean - different) < 0.5 * different
 
 
-def test_extract_features_and_torchscript_loading(stand_in_i3d):
-    extractor = load_i3d(stand_in_i3d)
+def test_extract_features_with_a_stand_in():
+    extractor = StandInI3D()
     videos = [torch.rand(3, 5, 16, 16) * 2 - 1 for _ in range(5)]
     feats = extract_features(extractor, videos, batch_size=2)
     assert feats.shape == (5, 6) and feats.dtype == np.float64
     again = extract_features(extractor, [torch.stack(videos)], batch_size=8)
     assert np.allclose(feats, again, atol=1e-5)
     assert fvd_from_features(feats, feats) < 1e-6
-    with pytest.raises(ValueError, match="uint8"):
-        extractor(torch.zeros(1, 3, 5, 16, 16))
 
 
 # ------------------------------------------------------------------------------------------------ unavailable
-def test_i3d_unavailable_messages(tmp_path, monkeypatch, offline):
-    with pytest.raises(MetricUnavailable, match=r"does not exist.*--i3d PATH.*PVVAE_I3D"):
-        load_i3d(tmp_path / "missing.pt")
-    monkeypatch.setenv(fvd_mod.I3D_ENV, str(tmp_path / "from_env.pt"))
-    with pytest.raises(MetricUnavailable, match=r"from \$PVVAE_I3D"):
-        load_i3d()
-    monkeypatch.delenv(fvd_mod.I3D_ENV)
-    with pytest.raises(MetricUnavailable, match="downloading is off"):
-        load_i3d(download=False)
-    with pytest.raises(MetricUnavailable, match=r"could not be downloaded \(URLError"):
-        load_i3d()
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not torchscript")
-    with pytest.raises(MetricUnavailable, match="not a loadable TorchScript I3D"):
-        load_i3d(bad)
-
-
+# (ST-LPIPS and I3D: tests/test_metric_networks.py)
 def test_lpips_unavailable_without_backbone(offline):
     with pytest.raises(MetricUnavailable, match=r"alexnet-owt-7be5be79\.pth"):
         LPIPSMetric("alex")

@@ -14,6 +14,7 @@ from pvvae_cli.cli.eval import evaluate
 from pvvae_cli.cli.help_format import hide_flag_types
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
+from pvvae_cli.cli.setup_metrics import setup_metrics
 from pvvae_cli.cli.train import finetune_decoder, train
 
 hide_flag_types()
@@ -49,6 +50,7 @@ app.command("eval")(evaluate)
 app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
 app.command("download")(download)
+app.command("setup-metrics")(setup_metrics)
 
 
 def main() -> None:

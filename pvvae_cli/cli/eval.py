@@ -47,13 +47,22 @@ def evaluate(
     padding: Annotated[
         Padding, typer.Option(help="Padding latents for prediction: the model's own (auto), learnable or gaussian.")
     ] = Padding.auto,
-    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
-    fvd: Annotated[bool, typer.Option("--fvd/--no-fvd", help="Compute rFVD (I3D).")] = True,
-    i3d: Annotated[
-        Path | None, typer.Option(help="StyleGAN-V's i3d_torchscript.pt (else $PVVAE_I3D, else the torch hub cache, "
-                                       "downloaded there on first use).")
+    stlpips: Annotated[
+        bool, typer.Option("--stlpips/--no-stlpips", help="Compute ST-LPIPS (alex), the shift-tolerant LPIPS.")
+    ] = True,
+    lpips: Annotated[
+        bool, typer.Option("--lpips/--no-lpips", help="Also compute LPIPS (AlexNet; needs torchvision's ImageNet "
+                                                      "weights, which `setup-metrics` cannot fetch).")
+    ] = False,
+    fvd: Annotated[bool, typer.Option("--fvd/--no-fvd", help="Compute rFVD (Kinetics-400 I3D).")] = True,
+    stlpips_weights: Annotated[
+        Path | None, typer.Option("--stlpips-weights", help="Converted ST-LPIPS file (else $PVVAE_STLPIPS, else the "
+                                                            "metrics cache filled by `pvvae setup-metrics`).")
     ] = None,
-    download: Annotated[bool, typer.Option("--download/--no-download", help="Allow downloading the I3D.")] = True,
+    i3d: Annotated[
+        Path | None, typer.Option(help="Converted I3D file (else $PVVAE_I3D, else the metrics cache filled by "
+                                       "`pvvae setup-metrics`).")
+    ] = None,
     speed: Annotated[bool, typer.Option("--speed", help="Also run the inference speed protocol per model.")] = False,
     speed_frames: Annotated[int, typer.Option(help="Speed protocol: frames per clip.")] = 17,
     speed_batch: Annotated[int, typer.Option(help="Speed protocol: clips per step.")] = 4,
@@ -73,13 +82,15 @@ def evaluate(
 ) -> None:
     """Evaluate reconstruction (and prediction) quality of models side by side, or FVD/KVD of two video sets.
 
-    Reconstruction: PSNR, SSIM, LPIPS and rFVD on the same clips with the paper's protocol (first 17 frames,
+    Reconstruction: PSNR, SSIM, ST-LPIPS (alex) and rFVD on the same clips with the paper's protocol (first 17 frames,
     short side resized and centre-cropped to --size); optionally future-frame prediction (--predict-context)
     and inference speed (--speed). Prints a markdown table, models side by side.
 
     With --reference DIR --generated DIR instead: FVD and KVD between two sets of videos on I3D features.
 
-    A metric whose network weights are not available is reported as unavailable, with the reason and the fix.
+    A metric whose network weights are not available is reported as unavailable, with the reason and the fix
+    (`pvvae setup-metrics` fetches ST-LPIPS and the I3D). FVD from few clips is biased: the clip count is printed
+    with every FVD.
     """
     from pvvae_cli.eval.protocol import EvalProtocol
     from pvvae_cli.eval.reconstruction import evaluate as run_evaluation
@@ -104,7 +115,7 @@ def evaluate(
         if per_video is not None:
             fail("--per-video applies to model evaluation, not to --reference/--generated")
         try:
-            extractor = load_i3d(i3d, device=dev, download=download)
+            extractor = load_i3d(i3d, device=dev)
             result = compare_video_sets([reference], [generated], extractor, frames, size, start,
                                         batch_size=max(batch_size, 1), kvd_subsets=kvd_subsets,
                                         kvd_subset_size=kvd_subset_size, max_videos=max_videos, progress=_say)
@@ -142,9 +153,10 @@ def evaluate(
             fail(f"{spec}: {_flags(str(e))}")
         models.append((name, spec, vae))
 
-    lpips_metric, features = open_metrics(lpips, fvd, dev, i3d, download)
+    nets = open_metrics(stlpips, lpips, fvd, dev, stlpips_weights, i3d)
     try:
-        report = run_evaluation(models, videos, protocol, dt, lpips_metric, features, speed_protocol, progress=_say)
+        report = run_evaluation(models, videos, protocol, dt, nets.lpips, nets.features, speed_protocol,
+                                progress=_say, stlpips=nets.stlpips)
     except ValueError as e:
         fail(str(e))
     typer.echo(report.to_markdown())

@@ -16,12 +16,21 @@ import typer
 
 from pvvae_cli.cli.common import fail
 from pvvae_cli.models.pvvae.config import PADDING_MODES, PRESETS
-from pvvae_cli.train.config import DEFAULT_LR, FALLBACK_LR, PRECISIONS, STAGE_DEFAULTS, STAGES, TrainConfig
+from pvvae_cli.train.config import (
+    DEFAULT_LR,
+    FALLBACK_LR,
+    PERCEPTUAL,
+    PRECISIONS,
+    STAGE_DEFAULTS,
+    STAGES,
+    TrainConfig,
+)
 
 # `train` runs the image and video stages; the decoder stage is `finetune-decoder`.
 Stage = StrEnum("Stage", {s: s for s in STAGES if s != "decoder"})
 Precision = StrEnum("Precision", {p: p for p in PRECISIONS})
 PaddingMode = StrEnum("PaddingMode", {m: m for m in PADDING_MODES})
+Perceptual = StrEnum("Perceptual", {p: p for p in PERCEPTUAL})
 PresetName = StrEnum("PresetName", {name: name for name in PRESETS})
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -78,8 +87,11 @@ SeedOpt = Annotated[int | None, typer.Option(help=_help("Seed of everything rand
 MseOpt = Annotated[float | None, typer.Option(help=_help("Weight of the MSE loss.", "mse_weight"))]
 MotionOpt = Annotated[float | None, typer.Option(help=_help("Weight of the motion-aware (frame difference) loss.",
                                                             "motion_weight"))]
-LpipsOpt = Annotated[float | None, typer.Option(help=_help("Weight of LPIPS (AlexNet; needs its ImageNet weights).",
-                                                           "lpips_weight"))]
+PerceptualOpt = Annotated[Perceptual | None, typer.Option(help=_help(
+    "Perceptual loss, per frame: stlpips = ST-LPIPS (alex), offline after `pvvae setup-metrics`; lpips = LPIPS "
+    "(needs torchvision's ImageNet AlexNet weights); none.", "perceptual"))]
+PerceptualWeightOpt = Annotated[float | None, typer.Option(help=_help("Weight of the perceptual loss.",
+                                                                      "perceptual_weight"))]
 GanOpt = Annotated[float | None, typer.Option(help=_help("Weight of the adversarial loss (3D patch discriminator, "
                                                          "hinge), times the adaptive balance.", "gan_weight"))]
 GanAdaptiveOpt = Annotated[bool | None, typer.Option(
@@ -136,7 +148,8 @@ def train(
         "padding"))] = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,
-    lpips_weight: LpipsOpt = None,
+    perceptual: PerceptualOpt = None,
+    perceptual_weight: PerceptualWeightOpt = None,
     gan_weight: GanOpt = None,
     gan_adaptive: GanAdaptiveOpt = None,
     gan_start_step: GanStartOpt = None,
@@ -184,7 +197,8 @@ def finetune_decoder(
     seed: SeedOpt = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,
-    lpips_weight: LpipsOpt = None,
+    perceptual: PerceptualOpt = None,
+    perceptual_weight: PerceptualWeightOpt = None,
     gan_weight: GanOpt = None,
     gan_adaptive: GanAdaptiveOpt = None,
     gan_start_step: GanStartOpt = None,

@@ -3,11 +3,12 @@
 
 Each model encodes every protocol clip (``eval.protocol``) to the posterior mode and decodes it; the output is
 clamped to [-1, 1]. Metrics (``pvvae_cli.metrics``): PSNR per frame on [0, 1] then the mean; SSIM with an 11x11
-Gaussian window (sigma 1.5); LPIPS (AlexNet) per frame on [-1, 1]; rFVD between the I3D features of the original
-and the reconstructed clips. Per-video values are averaged over clips with equal weight. A metric whose network
-is not available is reported as ``unavailable`` with the reason, never as a number. With a prediction context,
-each model also predicts the rest of the clip from its first frames (``codec.prediction``), scored against the
-copy-last-frame baseline.
+Gaussian window (sigma 1.5); ST-LPIPS (alex) and, where its backbone exists, LPIPS (AlexNet) per frame on [-1, 1];
+rFVD between the Kinetics-400 I3D features of the original and the reconstructed clips (N clips against the same
+N clips: biased for small N, so the count is reported with it). Per-video values are averaged over clips with
+equal weight. A metric whose network is not available is reported as ``unavailable`` with the reason, never as a
+number. With a prediction context, each model also predicts the rest of the clip from its first frames
+(``codec.prediction``), scored against the copy-last-frame baseline.
 
 Pixels are ``(B, 3, T, H, W)`` in [-1, 1].
 """
@@ -15,6 +16,7 @@ Pixels are ``(B, 3, T, H, W)`` in [-1, 1].
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from pvvae_cli.eval.report import PER_VIDEO_KEYS, EvalReport, ModelResult
 from pvvae_cli.eval.speed import SpeedProtocol, measure_speed_isolated
 from pvvae_cli.metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, load_i3d
 from pvvae_cli.metrics.image import psnr, ssim
-from pvvae_cli.metrics.lpips_metric import LPIPSMetric
+from pvvae_cli.metrics.lpips_metric import FrameDistance, LPIPSMetric, STLPIPSMetric
 from pvvae_cli.metrics.perceptual import MetricUnavailable
 from pvvae_cli.runtime.device import autocast
 
@@ -44,23 +46,37 @@ class Unavailable:
     reason: str
 
 
+@dataclass
+class OpenMetrics:
+    """The network metrics of one evaluation: each the metric, ``Unavailable(reason)`` where its weights cannot be
+    had (``metrics.MetricUnavailable``), or None when not asked for."""
+
+    stlpips: FrameDistance | Unavailable | None = None
+    lpips: FrameDistance | Unavailable | None = None
+    features: FeatureExtractor | Unavailable | None = None
+
+
 def open_metrics(
-    lpips: bool, fvd: bool, device: torch.device, i3d: str | Path | None = None, download: bool = True
-) -> tuple[LPIPSMetric | Unavailable | None, FeatureExtractor | Unavailable | None]:
-    """The LPIPS metric and the rFVD feature network for ``evaluate``: each the metric, ``Unavailable(reason)``
-    where its weights cannot be had (``metrics.MetricUnavailable``), or None when not asked for."""
-    lpips_metric = features = None
-    if lpips:
+    stlpips: bool,
+    lpips: bool,
+    fvd: bool,
+    device: torch.device,
+    stlpips_path: str | Path | None = None,
+    i3d: str | Path | None = None,
+) -> OpenMetrics:
+    """Open the network metrics for ``evaluate``; nothing is downloaded (``pvvae setup-metrics`` fetches them)."""
+
+    def attempt(make):
         try:
-            lpips_metric = LPIPSMetric("alex", device=device)
+            return make()
         except MetricUnavailable as e:
-            lpips_metric = Unavailable(str(e))
-    if fvd:
-        try:
-            features = load_i3d(i3d, device=device, download=download)
-        except MetricUnavailable as e:
-            features = Unavailable(str(e))
-    return lpips_metric, features
+            return Unavailable(str(e))
+
+    return OpenMetrics(
+        stlpips=attempt(lambda: STLPIPSMetric(stlpips_path, device=device)) if stlpips else None,
+        lpips=attempt(lambda: LPIPSMetric("alex", device=device)) if lpips else None,
+        features=attempt(lambda: load_i3d(i3d, device=device)) if fvd else None,
+    )
 
 
 @torch.no_grad()
@@ -69,16 +85,19 @@ def evaluate(
     videos: Sequence[str | Path],
     protocol: EvalProtocol,
     dtype: torch.dtype = torch.float32,
-    lpips: LPIPSMetric | Unavailable | None = None,
+    lpips: FrameDistance | Unavailable | None = None,
     features: FeatureExtractor | Unavailable | None = None,
     speed: SpeedProtocol | None = None,
     progress: Callable[[str], None] | None = None,
+    stlpips: FrameDistance | Unavailable | None = None,
 ) -> EvalReport:
     """Evaluate ``models`` (``(name, spec, vae)``, each already on its device) on ``videos`` (files) under
     ``protocol``.
 
-    ``lpips`` / ``features`` (the rFVD network): the metric object, ``Unavailable(reason)`` to report it as
-    unavailable, or ``None`` to leave it out (``open_metrics``). ``speed``: also run the speed protocol per model.
+    ``stlpips`` / ``lpips`` / ``features`` (the rFVD network): the metric object, ``Unavailable(reason)`` to
+    report it as unavailable, or ``None`` to leave it out (``open_metrics``). The seconds each network takes are
+    measured and reported per clip (``protocol["network_seconds_per_clip"]``). ``speed``: also run the speed
+    protocol per model.
     Raises ``ValueError`` for a model that cannot run the protocol, when no clip can be evaluated, or for a
     non-finite result.
     """
@@ -92,15 +111,29 @@ def evaluate(
             raise ValueError(f"{name}: {e}") from None
     results = [ModelResult(name, spec, vae.config.tag, sum(p.numel() for p in vae.parameters()))
                for name, spec, vae in models]
+    min_frames = getattr(features, "min_frames", 1)
+    if features is not None and not isinstance(features, Unavailable) and protocol.frames < min_frames:
+        features = Unavailable(f"rFVD: the I3D needs clips of at least {min_frames} frames, the protocol has "
+                               f"{protocol.frames} (--frames)")
     for r in results:
-        for key, source in (("lpips", lpips), ("rfvd", features)):
+        for key, source in (("stlpips", stlpips), ("lpips", lpips), ("rfvd", features)):
             if isinstance(source, Unavailable):
                 r.unavailable[key] = source.reason
     per_video: list[list[dict]] = [[] for _ in models]
     orig_feats: list[np.ndarray] = []
     recon_feats: list[list[np.ndarray]] = [[] for _ in models]
     use_features = features is not None and not isinstance(features, Unavailable)
-    use_lpips = lpips is not None and not isinstance(lpips, Unavailable)
+    frame_metrics = {key: m for key, m in (("stlpips", stlpips), ("lpips", lpips))
+                     if m is not None and not isinstance(m, Unavailable)}
+    seconds = {key: 0.0 for key in frame_metrics} | ({"i3d": 0.0} if use_features else {})
+    calls = {key: 0 for key in seconds}  # clips each network scored (a clip per model; I3D: also the originals)
+
+    def timed(key: str, n: int, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        seconds[key] += time.perf_counter() - t0
+        calls[key] += n
+        return out
     kept: list[str] = []
     skipped: list[str] = []
     k = protocol.predict_context
@@ -108,7 +141,7 @@ def evaluate(
     def run_batch(names: list[str], clips: list[torch.Tensor]) -> None:
         x = torch.stack(clips)  # (B, 3, T, S, S) on the CPU
         if use_features:
-            orig_feats.append(extract_features(features, [x], batch_size=len(clips)))
+            orig_feats.append(timed("i3d", len(clips), extract_features, features, [x], len(clips)))
         for i, (_name, _spec, vae) in enumerate(models):
             device = next(vae.parameters()).device
             with autocast(device, dtype):
@@ -116,11 +149,11 @@ def evaluate(
             recon = recon.float().clamp(-1, 1).cpu()
             rows = [{"video": n, "psnr": float(p), "ssim": float(s)}
                     for n, p, s in zip(names, psnr(recon, x), ssim(recon, x), strict=True)]
-            if use_lpips:
-                for row, v in zip(rows, lpips(recon, x), strict=True):
-                    row["lpips"] = float(v)
+            for key, metric in frame_metrics.items():
+                for row, v in zip(rows, timed(key, len(clips), metric, recon, x), strict=True):
+                    row[key] = float(v)
             if use_features:
-                recon_feats[i].append(extract_features(features, [recon], batch_size=len(clips)))
+                recon_feats[i].append(timed("i3d", len(clips), extract_features, features, [recon], len(clips)))
             if k is not None:
                 gen = torch.Generator(device=device).manual_seed(protocol.seed)
                 pred = predict_future(vae, x[:, :, :k], protocol.frames - k, protocol.padding, gen, dtype).cpu()
@@ -179,15 +212,17 @@ def evaluate(
         "ssim": "pvvae_cli.metrics.image.ssim: 11x11 Gaussian window, sigma 1.5, k1 0.01, k2 0.03, valid region, "
                 "per channel then mean, per frame then mean",
     }
-    if use_lpips:
-        implementations["lpips"] = lpips.description
+    for key, metric in frame_metrics.items():
+        implementations[key] = metric.description
     if use_features:
         implementations["rfvd"] = (f"{getattr(features, 'description', features.name)}; Fréchet distance of "
-                                   "original vs reconstructed feature Gaussians (population covariance)")
+                                   f"original vs reconstructed feature Gaussians (population covariance) over "
+                                   f"{len(kept)} clips each: biased upwards for few clips, compare at equal counts")
     if k is not None:
         implementations["prediction"] = (f"encode frames 0..{k - 1} (posterior mode), append padding latents, "
                                          f"decode; PSNR/SSIM on frames {k}..{protocol.frames - 1}; baseline: "
                                          f"frame {k - 1} repeated")
     proto = asdict(protocol) | {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                                "posterior": "mode", "resize": "short side bilinear (antialiased), centre crop"}
+                                "posterior": "mode", "resize": "short side bilinear (antialiased), centre crop",
+                                "network_seconds_per_clip": {k: seconds[k] / calls[k] for k in seconds if calls[k]}}
     return EvalReport(proto, implementations, kept, skipped, results)

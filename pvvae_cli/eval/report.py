@@ -15,6 +15,7 @@ from pvvae_cli.runtime.atomic import atomic_path
 METRIC_ROWS = [  # key, label (arrow: which way is better), number format
     ("psnr", "PSNR (dB) ↑", "{:.2f}"),
     ("ssim", "SSIM ↑", "{:.4f}"),
+    ("stlpips", "ST-LPIPS (alex) ↓", "{:.4f}"),  # shift-tolerant LPIPS: never reported under the name LPIPS
     ("lpips", "LPIPS ↓", "{:.4f}"),
     ("rfvd", "rFVD ↓", "{:.2f}"),
     ("pred_psnr", "prediction PSNR (dB) ↑", "{:.2f}"),
@@ -24,7 +25,7 @@ METRIC_ROWS = [  # key, label (arrow: which way is better), number format
     ("it_s", "speed (it/s) ↑", "{:.3f}"),
     ("peak_memory_gib", "peak memory (GiB)", "{:.2f}"),
 ]
-PER_VIDEO_KEYS = ["psnr", "ssim", "lpips", "pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim"]
+PER_VIDEO_KEYS = ["psnr", "ssim", "stlpips", "lpips", "pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim"]
 
 
 @dataclass
@@ -70,6 +71,8 @@ class EvalReport:
             if key == "peak_memory_gib" and self.models[0].speed:
                 cuda = self.models[0].speed["device"].startswith("cuda")
                 label = "peak memory (GiB, CUDA)" if cuda else "process peak RSS (GiB, CPU, whole process)"
+            if key == "rfvd":
+                label = f"rFVD ({len(self.videos)} clips) ↓"  # FVD depends on the sample count: always give it
             cells = []
             for m in self.models:
                 if key in m.metrics:
@@ -87,6 +90,11 @@ class EvalReport:
             desc += (f"; prediction: {p['predict_context']} context + {p['frames'] - p['predict_context']} future "
                      f"frames, {p['padding']} padding")
         lines.append(f"protocol: {desc}")
+        timing = p.get("network_seconds_per_clip")
+        if timing:
+            names = {"stlpips": "ST-LPIPS (alex)", "lpips": "LPIPS", "i3d": "I3D"}
+            lines.append("metric networks, seconds per clip: " + ", ".join(
+                f"{names.get(k, k)} {v:.3f}" for k, v in timing.items()))
         for reason, n in notes.items():
             lines.append(f"[{n}] {reason}")
         if self.skipped:

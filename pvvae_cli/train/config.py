@@ -21,6 +21,9 @@ from pvvae_cli.models.pvvae.config import PADDING_MODES, PRESETS
 
 STAGES = ("image", "video", "decoder")
 PRECISIONS = ("fp32", "bf16")
+# The perceptual term: none; ST-LPIPS (alex) (offline after `pvvae setup-metrics`); LPIPS (needs torchvision's
+# ImageNet AlexNet, which no package archive ships).
+PERCEPTUAL = ("none", "stlpips", "lpips")
 # Settings a resumed run may change (they do not alter what is computed, except `steps`, which extends the run).
 RESUMABLE_OVERRIDES = ("steps", "workers", "device", "log_every", "val_every", "val_clips", "ckpt_every",
                        "keep_checkpoints")
@@ -65,8 +68,9 @@ class TrainConfig:
     padding: str = "learnable"  # learnable tokens | gaussian N(0, I) latents
     mse_weight: float = 1.0
     motion_weight: float = 1.0
-    lpips_weight: float = 0.0  # LPIPS needs torchvision's ImageNet backbone (offline here); VidTok uses 1.0
-    lpips_net: str = "alex"
+    perceptual: str = "none"  # one of PERCEPTUAL
+    perceptual_weight: float = 1.0  # of the perceptual term when `perceptual` is not none (VidTok: 1.0, LPIPS)
+    lpips_net: str = "alex"  # backbone when perceptual = lpips
     gan_weight: float = 0.2  # times the adaptive balance below (VidTok's 0.2)
     gan_adaptive: bool = True  # scale by ||grad rec|| / ||grad gan|| at the decoder's last layer (VQGAN)
     gan_start_step: int = 5000  # first optimiser step (0-based) with the adversarial loss
@@ -136,12 +140,15 @@ class TrainConfig:
             raise bad("min_lr_ratio", "must be in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise bad("ema_decay", "must be in [0, 1)")
-        for key in ("mse_weight", "motion_weight", "lpips_weight", "gan_weight", "kl_weight", "weight_decay",
+        for key in ("mse_weight", "motion_weight", "perceptual_weight", "gan_weight", "kl_weight", "weight_decay",
                     "grad_clip"):
             if not getattr(self, key) >= 0:
                 raise bad(key, "must be >= 0")
-        if self.mse_weight == 0 and self.motion_weight == 0 and self.lpips_weight == 0:
-            raise ConfigError("mse-weight, motion-weight and lpips-weight are all 0: nothing to reconstruct")
+        if self.perceptual not in PERCEPTUAL:
+            raise bad("perceptual", f"must be one of {', '.join(PERCEPTUAL)}")
+        if self.mse_weight == 0 and self.motion_weight == 0 and self.loss_weights["perceptual"] == 0:
+            raise ConfigError("mse-weight, motion-weight and the perceptual term (--perceptual, --perceptual-weight) "
+                              "are all 0: nothing to reconstruct")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.padding not in PADDING_MODES:
@@ -164,8 +171,8 @@ class TrainConfig:
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {"mse": self.mse_weight, "motion": self.motion_weight, "lpips": self.lpips_weight,
-                "kl": self.kl_weight}
+        perceptual = self.perceptual_weight if self.perceptual != "none" else 0.0
+        return {"mse": self.mse_weight, "motion": self.motion_weight, "perceptual": perceptual, "kl": self.kl_weight}
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +182,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
-        d = {str(k).replace("-", "_"): v for k, v in d.items()}
+        d = upgrade_legacy_keys({str(k).replace("-", "_"): v for k, v in d.items()})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -187,6 +194,17 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """Keys of configs saved by pvvae < 0.3 in today's terms: ``lpips_weight: w`` was LPIPS with weight ``w``
+    (``perceptual = "lpips"``, ``perceptual_weight = w``; 0 = no perceptual term)."""
+    d = dict(d)
+    if "lpips_weight" in d:
+        weight = d.pop("lpips_weight")
+        if weight and "perceptual" not in d:
+            d |= {"perceptual": "lpips", "perceptual_weight": weight}
+    return d
 
 
 # Defaults that differ by stage (applied below a config file and flags).

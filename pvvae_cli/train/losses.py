@@ -1,5 +1,6 @@
-"""Training losses of the PV-VAE objective (Eq. 1): L = w_mse L_MSE + w_motion L_Diff + w_lpips L_LPIPS
-+ w_gan L_GAN + w_kl L_KL.
+"""Training losses of the PV-VAE objective (Eq. 1): L = w_mse L_MSE + w_motion L_Diff + w_perceptual L_perceptual
++ w_gan L_GAN + w_kl L_KL. The paper's perceptual term is LPIPS; here it is ST-LPIPS (alex) or LPIPS
+(``--perceptual``), whichever network can be had.
 
 All pixel inputs are ``(B, 3, T, H, W)`` in [-1, 1]. Reductions are means over every pixel value, so the
 weights do not depend on the clip size; the KL term is summed over latent values and divided by the number of
@@ -38,18 +39,16 @@ def kl_loss(posterior: DiagonalGaussian, pixels_per_sample: int) -> torch.Tensor
     return posterior.kl().float().mean() / pixels_per_sample
 
 
-class LPIPSLoss(nn.Module):
-    """LPIPS between reconstruction and target, frame by frame (``(B*T, 3, H, W)``), mean over frames.
+class PerceptualLoss(nn.Module):
+    """An image distance (``net(a, b) -> (N, ...)``, inputs ``(N, 3, H, W)`` in [-1, 1]) between reconstruction and
+    target, frame by frame (``(B*T, 3, H, W)``), mean over frames. The network is frozen; gradients reach
+    ``recon``.
 
-    ``max_frames`` evaluates an evenly spaced subset of frames to bound the cost (0 = all frames).
-    Raises ``perceptual.MetricUnavailable`` at construction if the backbone weights cannot be loaded
-    (``random_backbone=True`` is for testing the wiring only)."""
+    ``max_frames`` evaluates an evenly spaced subset of frames to bound the cost (0 = all frames)."""
 
-    def __init__(self, net: str = "alex", max_frames: int = 0, random_backbone: bool = False) -> None:
+    def __init__(self, net: nn.Module, max_frames: int = 0) -> None:
         super().__init__()
-        from pvvae_cli.metrics.perceptual import load_lpips
-
-        self.net = load_lpips(net, random_backbone=random_backbone)
+        self.net = net.eval().requires_grad_(False)
         self.max_frames = max_frames
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,6 +59,23 @@ class LPIPSLoss(nn.Module):
         frames = recon.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
         ref = target.transpose(1, 2).flatten(0, 1)
         return self.net(frames.float(), ref.float()).mean()
+
+
+def build_perceptual_loss(kind: str, lpips_net: str = "alex", max_frames: int = 0,
+                          random_backbone: bool = False) -> PerceptualLoss:
+    """The perceptual term ``kind``: ``stlpips`` (ST-LPIPS (alex), from ``$PVVAE_STLPIPS`` or the metrics cache
+    that ``pvvae setup-metrics`` fills) or ``lpips`` (torchvision's ImageNet backbone; ``random_backbone=True``
+    only for testing the wiring). Raises ``perceptual.MetricUnavailable`` with the fix if the weights are absent."""
+    if kind == "stlpips":
+        from pvvae_cli.metrics.network_files import STLPIPS_SOURCE, resolve_network_file
+        from pvvae_cli.metrics.stlpips import load_stlpips
+
+        return PerceptualLoss(load_stlpips(resolve_network_file(STLPIPS_SOURCE)), max_frames)
+    if kind == "lpips":
+        from pvvae_cli.metrics.perceptual import load_lpips
+
+        return PerceptualLoss(load_lpips(lpips_net, random_backbone=random_backbone), max_frames)
+    raise ValueError(f"unknown perceptual loss {kind!r}; choose stlpips or lpips")
 
 
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -87,22 +103,22 @@ def reconstruction_terms(
     target: torch.Tensor,
     posterior: DiagonalGaussian | None,
     weights: dict[str, float],
-    lpips: LPIPSLoss | None = None,
+    perceptual: PerceptualLoss | None = None,
     pixels_per_sample: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every non-adversarial term with a non-zero weight, unweighted: ``mse``, ``motion``, ``lpips``, ``kl``.
+    """Every non-adversarial term with a non-zero weight, unweighted: ``mse``, ``motion``, ``perceptual``, ``kl``.
 
-    ``weights`` maps term names to weights (``mse``, ``motion``, ``lpips``, ``kl``); a term whose weight is 0
+    ``weights`` maps term names to weights (``mse``, ``motion``, ``perceptual``, ``kl``); a term whose weight is 0
     is not computed. ``posterior=None`` (frozen encoder) skips the KL term. Combine with ``weighted_sum``."""
     terms: dict[str, torch.Tensor] = {}
     if weights.get("mse", 0.0):
         terms["mse"] = mse_loss(recon, target)
     if weights.get("motion", 0.0):
         terms["motion"] = motion_loss(recon, target)
-    if weights.get("lpips", 0.0):
-        if lpips is None:
-            raise ValueError("lpips weight is non-zero but no LPIPSLoss was given")
-        terms["lpips"] = lpips(recon, target)
+    if weights.get("perceptual", 0.0):
+        if perceptual is None:
+            raise ValueError("perceptual weight is non-zero but no PerceptualLoss was given")
+        terms["perceptual"] = perceptual(recon, target)
     if weights.get("kl", 0.0) and posterior is not None:
         terms["kl"] = kl_loss(posterior, pixels_per_sample or target[0].numel())
     return terms

@@ -18,9 +18,8 @@ def model_card(cfg: TrainConfig, step: int, last_val: dict) -> str:
         f"- clips: {cfg.frames} frames at stride {cfg.frame_stride}, {cfg.size}x{cfg.size}, batch {cfg.batch_size}"
         f" x accum {cfg.grad_accum}",
         f"- objective: max drop ratio {cfg.drop_ratio}, padding {cfg.padding}, weights mse {cfg.mse_weight}, motion "
-        f"{cfg.motion_weight}, lpips {cfg.lpips_weight}, gan {cfg.gan_weight}{' adaptive' if cfg.gan_adaptive else ''} "
-        f"(from step {cfg.gan_start_step}), "
-        f"kl {cfg.kl_weight}",
+        f"{cfg.motion_weight}, perceptual {_perceptual(cfg)}, gan {cfg.gan_weight}"
+        f"{' adaptive' if cfg.gan_adaptive else ''} (from step {cfg.gan_start_step}), kl {cfg.kl_weight}",
         f"- optimiser: AdamW lr {cfg.lr}, warm-up {cfg.warmup}, cosine to x{cfg.min_lr_ratio}, precision "
         f"{cfg.precision}, EMA {cfg.ema_decay or 'off'}",
     ]
@@ -29,3 +28,8 @@ def model_card(cfg: TrainConfig, step: int, last_val: dict) -> str:
         lines += ["", f"Validation at step {step} on {cfg.val_clips} held-out clips of the same source: {vals} "
                       "(PSNR in dB per frame on [0, 1]; measured, not a benchmark result)."]
     return "\n".join(lines) + "\n"
+
+
+def _perceptual(cfg: TrainConfig) -> str:
+    names = {"stlpips": "ST-LPIPS (alex)", "lpips": f"LPIPS ({cfg.lpips_net})"}
+    return f"{names[cfg.perceptual]} {cfg.perceptual_weight}" if cfg.perceptual != "none" else "none"

@@ -75,7 +75,9 @@ def train(
     run_log = RunLog(out_dir / ckpts.METRICS_FILE, dist_info, quiet, log)
 
     # ---- things that can fail fast, before anything is written
-    lpips = losses.LPIPSLoss(cfg.lpips_net).to(device) if cfg.lpips_weight > 0 else None  # MetricUnavailable offline
+    # MetricUnavailable (with the fix) when the network's weights are absent: before anything is written.
+    perceptual = (losses.build_perceptual_loss(cfg.perceptual, cfg.lpips_net).to(device)
+                  if cfg.loss_weights["perceptual"] > 0 else None)
     checkpoints = ckpts.check_run_folder(out_dir, resume)
 
     # ---- model, discriminator, optimisers
@@ -176,7 +178,7 @@ def train(
                     with autocast(device, dtype):
                         out = model(x, dropped, sample=True, generator=noise_gen, encoder_grad=cfg.stage != "decoder")
                         posterior = out.posterior if cfg.stage != "decoder" else None
-                        terms = losses.reconstruction_terms(out.recon, x, posterior, weights, lpips,
+                        terms = losses.reconstruction_terms(out.recon, x, posterior, weights, perceptual,
                                                             pixels_per_sample=x[0, :, : out.kept].numel())
                         loss = losses.weighted_sum(terms, weights)
                         if gan_on:
