@@ -10,6 +10,7 @@ from pvvae_cli import __version__
 from pvvae_cli.cli.decode import decode
 from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
+from pvvae_cli.cli.gen import gen_app
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
 from pvvae_cli.cli.train import finetune_decoder, train
@@ -45,6 +46,7 @@ app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
+app.add_typer(gen_app, name="gen")
 
 
 def main() -> None:
