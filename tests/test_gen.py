@@ -260,3 +260,69 @@ def test_bf16_training_runs_and_logs_t_bins(tmp_path, one_thread):
     assert any(k.startswith("loss_t") for k in rec)
     card = (tmp_path / "run" / "weights" / "README.md").read_text()
     assert "rectified flow" in card and "left, right" in card
+
+
+# ------------------------------------------------------------------------------------------------ does it learn?
+def test_tiny_gen_learns_a_tiny_latent_set(tmp_path, one_thread):
+    """The check shape tests cannot make: trained for a fixed 300 steps on 4 clips (blobs moving left or right),
+    the flow loss falls far below the best input-blind predictor (the mean velocity), and samples land much
+    nearer the training latents than the noise they start from. Measured (README, "gen: does it learn?"):
+    loss 0.41 vs baseline 1.77; nearest-neighbour distance 1.07 vs 1.39 for the noise."""
+    from pvvae_cli.gen.evaluation import flow_losses, sample_statistics
+    from pvvae_cli.gen.trainer import normalize
+
+    write_latent_set(tmp_path / "lat", per_class=2)
+    cfg = _cfg(tmp_path / "lat", steps=300, batch_size=8, log_every=50, ckpt_every=1000, time_shift=3.0)
+    train_gen(cfg, tmp_path / "run", quiet=True)
+    model = load_gen(tmp_path / "run")
+    data = load_latent_set(tmp_path / "lat", class_from_folders=True)
+    x = normalize(data.latents, model.config)
+    losses = flow_losses(model, x, data.labels, seed=1)
+    assert losses["loss"] < 0.5 * losses["mean_velocity_loss"], losses
+    stats = sample_statistics(model, x, data.labels, num=16, steps=25, seed=1)
+    assert stats["nn_dist"] < 0.9 * stats["noise_nn_dist"], stats
+    # the same measures reject a model that learned nothing (zero velocity: samples are the noise)
+    untrained = LatteDiT(model.config)
+    assert flow_losses(untrained, x, data.labels, seed=1)["loss"] > 0.9 * losses["mean_velocity_loss"]
+    assert sample_statistics(untrained, x, data.labels, 16, 25, 1)["nn_dist"] == pytest.approx(
+        stats["noise_nn_dist"])
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_encode_gen_train_gen_sample(tmp_path):
+    """End to end through the installed command: encode labelled clips with preset:tiny (RANDOM weights: this
+    checks the pipeline, not quality), train a tiny gen model on them, sample, decode and write the outputs."""
+    import numpy as np
+
+    from pvvae_cli.media.writer import write_video
+
+    for name, direction in (("left", -1), ("right", 1)):
+        for i in range(2):
+            frames = np.full((16, 64, 96, 3), 30, dtype=np.uint8)
+            for f in range(16):
+                x = (16 + 24 * i + direction * 3 * f) % 80
+                frames[f, 16:40, x : x + 16] = 220
+            write_video(tmp_path / "clips" / name / f"c{i}.mp4", frames, fps=8)
+    out = run_pvvae("encode", tmp_path / "clips", "-o", tmp_path / "lat", "--model", "preset:tiny", "--frames", "9",
+                    "-q")
+    assert out.returncode == 0, out.stderr
+    out = run_pvvae("gen", "train", tmp_path / "lat", "--out", tmp_path / "run", "--preset", "tiny",
+                    "--class-from-folders", "--steps", "3", "--batch-size", "2", "--device", "cpu", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "finished 3 steps" in out.stdout
+    cfg = json.loads((tmp_path / "run" / "weights" / "config.json").read_text())
+    assert cfg["class_names"] == ["left", "right"] and cfg["vae"] == "preset:tiny" and cfg["encoded_frames"] == 9
+    out = run_pvvae("gen", "sample", tmp_path / "run", "-o", tmp_path / "samples", "--num", "2", "--class", "right",
+                    "--cfg-scale", "2", "--steps", "3", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["contact_sheet.png", "sample_0000.mp4", "sample_0000.safetensors", "sample_0001.mp4",
+                     "sample_0001.safetensors"]
+    from pvvae_cli.media.video_io import read_clip
+
+    assert read_clip(tmp_path / "samples" / "sample_0000.mp4")[0].shape == (9, 64, 96, 3)
+    # user errors: one line, exit code 2, before any work
+    out = run_pvvae("gen", "sample", tmp_path / "run", "-o", tmp_path / "s2", "--class", "up")
+    assert out.returncode == 2 and "--class up: expected a class id 0..1 or one of left, right" in out.stderr
+    out = run_pvvae("gen", "train", tmp_path / "lat", "--out", tmp_path / "run", "--preset", "tiny", "-q")
+    assert out.returncode == 2 and "already holds a run" in out.stderr

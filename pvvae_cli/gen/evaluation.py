@@ -55,3 +55,25 @@ def sample_statistics(model: LatteDiT, data: torch.Tensor, labels: torch.Tensor 
     if labels is not None and y is not None:
         out["nn_class_acc"] = float((labels[idx] == y).float().mean())
     return out
+
+
+@torch.no_grad()
+def flow_losses(model: LatteDiT, data: torch.Tensor, labels: torch.Tensor | None, seed: int = 0,
+                repeats: int = 8) -> dict[str, float]:
+    """The model's rectified-flow loss on ``data`` (normalised ``(N, C, t, h, w)``) over ``repeats`` fixed draws of
+    ``(t, noise)`` per clip (logit-normal t, no label dropout), next to the loss of the best input-blind
+    predictor, the mean velocity ``E[eps - x0]`` over the same draws (``mean_velocity_loss``): a model that
+    learned nothing about its input scores no better than that."""
+    from pvvae_cli.gen.flow import flow_loss, sample_time, velocity_target
+
+    device = next(model.parameters()).device
+    x0 = data.repeat(repeats, 1, 1, 1, 1).to(device)
+    y = None if labels is None else labels.repeat(repeats).to(device)
+    g = torch.Generator().manual_seed(seed)
+    out = flow_loss(model, x0, y, g)
+    g = torch.Generator().manual_seed(seed)  # the same draws again (t, then noise, as flow_loss draws them)
+    sample_time(x0.shape[0], g)
+    eps = torch.randn(x0.shape, generator=g).to(device)
+    target = velocity_target(x0.float(), eps)
+    baseline = (target - target.mean(0, keepdim=True)).pow(2).mean()
+    return {"loss": float(out.loss), "mean_velocity_loss": float(baseline)}
