@@ -317,7 +317,10 @@ def test_cli_encode_gen_train_gen_sample(tmp_path):
     assert out.returncode == 0, out.stderr
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert names == ["contact_sheet.png", "sample_0000.mp4", "sample_0000.safetensors", "sample_0001.mp4",
-                     "sample_0001.safetensors"]
+                     "sample_0001.safetensors", "samples.jsonl"]
+    records = [json.loads(line) for line in (tmp_path / "samples" / "samples.jsonl").read_text().splitlines()]
+    assert [(r["video"], r["class"], r["class_name"]) for r in records] == [("sample_0000.mp4", 1, "right"),
+                                                                            ("sample_0001.mp4", 1, "right")]
     from pvvae_cli.media.video_io import read_clip
 
     assert read_clip(tmp_path / "samples" / "sample_0000.mp4")[0].shape == (9, 64, 96, 3)

@@ -2,12 +2,14 @@
 them with the VAE the model records, and write mp4s plus a contact sheet of their first frames.
 
 Outputs in ``out_dir``: ``sample_NNNN.safetensors`` (the latent format of ``pvvae encode``, so ``pvvae decode``
-reads them too), ``sample_NNNN.mp4`` and ``contact_sheet.png`` (first frames, one row of up to 8). Every file is
-written atomically.
+reads them too), ``sample_NNNN.mp4``, ``contact_sheet.png`` (first frames, rows of up to 8) and ``samples.jsonl``
+(one line per sample: its files, class id and name, seed, guidance scale and steps). Every file is written
+atomically.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from pvvae_cli.gen.model import LatteDiT
 from pvvae_cli.gen.sampler import euler_sample, initial_noise
 from pvvae_cli.gen.trainer import denormalize
 from pvvae_cli.media.writer import write_video
+from pvvae_cli.runtime.atomic import atomic_path
 from pvvae_cli.runtime.device import autocast
 
 
@@ -125,6 +128,14 @@ def generate(model: LatteDiT, out_dir: str | Path, num: int, cls: str | None = N
             firsts.append(frames[0])
     if firsts:
         out.contact_sheet = write_contact_sheet(out_dir / "contact_sheet.png", firsts)
+    lines = []
+    for i, y in enumerate(labels):
+        lines.append(json.dumps({
+            "latent": out.latent_files[i].name, "video": out.videos[i].name if out.videos else None, "class": y,
+            "class_name": cfg.class_names[y] if y is not None and cfg.class_names else None, "seed": seed,
+            "index": i, "cfg_scale": cfg_scale, "steps": steps}))
+    with atomic_path(out_dir / "samples.jsonl") as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
     return out
 
 
