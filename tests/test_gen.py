@@ -289,9 +289,10 @@ def test_tiny_gen_learns_a_tiny_latent_set(tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_cli_encode_gen_train_gen_sample(tmp_path):
+def test_cli_encode_gen_train_gen_sample(tmp_path, stand_in_i3d):
     """End to end through the installed command: encode labelled clips with preset:tiny (RANDOM weights: this
-    checks the pipeline, not quality), train a tiny gen model on them, sample, decode and write the outputs."""
+    checks the pipeline, not quality), train a tiny gen model on them with periodic evaluation (latent distances,
+    and FVD/KVD through a stand-in I3D whose numbers mean nothing), sample, decode and write the outputs."""
     import numpy as np
 
     from pvvae_cli.media.writer import write_video
@@ -307,9 +308,14 @@ def test_cli_encode_gen_train_gen_sample(tmp_path):
                     "-q")
     assert out.returncode == 0, out.stderr
     out = run_pvvae("gen", "train", tmp_path / "lat", "--out", tmp_path / "run", "--preset", "tiny",
-                    "--class-from-folders", "--steps", "3", "--batch-size", "2", "--device", "cpu", "-q")
+                    "--class-from-folders", "--steps", "3", "--batch-size", "2", "--device", "cpu", "-q",
+                    "--eval-every", "2", "--eval-samples", "2", "--eval-steps", "2",
+                    "--eval-reference", tmp_path / "clips", "--i3d", stand_in_i3d)
     assert out.returncode == 0, out.stderr
     assert "finished 3 steps" in out.stdout
+    evals = read_metrics(tmp_path / "run", "eval")
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    assert all({"fvd", "kvd", "nn_dist", "noise_nn_dist", "nn_class_acc"} <= set(r) for r in evals)
     cfg = json.loads((tmp_path / "run" / "weights" / "config.json").read_text())
     assert cfg["class_names"] == ["left", "right"] and cfg["vae"] == "preset:tiny" and cfg["encoded_frames"] == 9
     out = run_pvvae("gen", "sample", tmp_path / "run", "-o", tmp_path / "samples", "--num", "2", "--class", "right",

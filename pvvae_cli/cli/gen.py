@@ -66,6 +66,11 @@ def train(
     eval_every: Annotated[int | None, typer.Option(help=_opt(
         "Every N steps, sample --eval-samples latents (fixed seed) and log their distance to the training latents "
         "(0 = off).", "eval_every"))] = None,
+    eval_reference: Annotated[list[Path] | None, typer.Option(
+        "--eval-reference", help="Held-out real clips (folder or files, repeatable): each evaluation also decodes "
+        "the samples with the model's VAE and logs FVD and KVD (I3D) against them.")] = None,
+    i3d: Annotated[Path | None, typer.Option(help="StyleGAN-V's i3d_torchscript.pt for --eval-reference "
+                                                  "(default: $PVVAE_I3D or the torch hub cache).")] = None,
     eval_samples: Annotated[int, typer.Option(help="Samples per evaluation.")] = 16,
     eval_steps: Annotated[int, typer.Option(help="Euler steps per evaluation sample.")] = 25,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages.")] = False,
@@ -96,9 +101,11 @@ def train(
             if latents is None or out is None:
                 fail("give LATENTS (a folder of latent files) and --out RUN, or --resume RUN")
             cfg = GenTrainConfig(data=str(latents.resolve()), **flags)
-        hook = _latent_eval_hook(cfg, eval_samples, eval_steps) if cfg.eval_every else None
+        if eval_reference and not cfg.eval_every:
+            fail("--eval-reference needs --eval-every N (how often to evaluate)")
+        hook = _eval_hook(cfg, eval_samples, eval_steps, eval_reference, i3d) if cfg.eval_every else None
         result = train_gen(cfg, resume or out, resume=resume is not None, quiet=quiet, eval_hook=hook)
-    except PvvaeError as e:
+    except PvvaeError as e:  # MetricUnavailable (no I3D) included
         fail(str(e))
     if result.status == "interrupted":
         typer.secho(f"interrupted at step {result.step}; continue with --resume {result.out_dir}",
@@ -108,17 +115,33 @@ def train(
         typer.echo(f"finished {result.step} steps (last loss {result.last_loss:.4f}); weights: {result.weights_dir}")
 
 
-def _latent_eval_hook(cfg: GenTrainConfig, num: int, steps: int):
-    """The built-in evaluation: distance of fixed-seed samples to the training latents (``gen.evaluation``). FVD/KVD
-    on decoded samples plug in through the same ``EvalHook`` type."""
+def _eval_hook(cfg: GenTrainConfig, num: int, steps: int, reference: list[Path] | None, i3d: Path | None):
+    """The evaluation run every --eval-every steps: the distance of fixed-seed samples to the training latents
+    (``gen.evaluation``), plus FVD/KVD of the decoded samples against --eval-reference (``gen.video_eval``). Every
+    network is loaded here, so a missing one fails before training starts."""
     from pvvae_cli.gen.data import load_latent_set
     from pvvae_cli.gen.evaluation import sample_statistics
     from pvvae_cli.gen.trainer import normalize
 
     data = load_latent_set(cfg.data, cfg.labels, cfg.class_from_folders)
+    video_hook = None
+    if reference:
+        from pvvae_cli.codec.latents import config_hash
+        from pvvae_cli.gen.video_eval import fvd_hook
+        from pvvae_cli.metrics.fvd import load_i3d
+        from pvvae_cli.models.registry import load_model
+
+        vae = load_model(data.meta.model)
+        if config_hash(vae.config) != data.meta.config_hash:
+            fail(f"{data.meta.model}: not the VAE that encoded {data.files[0]} (config hash differs); FVD needs it "
+                 "to decode the samples")
+        video_hook = fvd_hook(vae, reference, load_i3d(i3d), data.meta.encoded_frames, num, steps, cfg.seed)
 
     def hook(model, step: int) -> dict[str, float]:
-        return sample_statistics(model, normalize(data.latents, model.config), data.labels, num, steps, cfg.seed)
+        out = sample_statistics(model, normalize(data.latents, model.config), data.labels, num, steps, cfg.seed)
+        if video_hook is not None:
+            out.update(video_hook(model, step))
+        return out
 
     return hook
 
