@@ -335,3 +335,21 @@ def test_cli_encode_gen_train_gen_sample(tmp_path, stand_in_i3d):
     assert out.returncode == 2 and "--class up: expected a class id 0..1 or one of left, right" in out.stderr
     out = run_pvvae("gen", "train", tmp_path / "lat", "--out", tmp_path / "run", "--preset", "tiny", "-q")
     assert out.returncode == 2 and "already holds a run" in out.stderr
+
+
+def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+    import subprocess
+    import sys
+
+    write_latent_set(tmp_path / "lat", per_class=2)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pvvae_cli",
+           "gen", "train", str(tmp_path / "lat"), "--out", str(out), "--preset", "tiny", "--class-from-folders",
+           "--steps", "3", "--batch-size", "2", "--log-every", "1", "--device", "cpu", "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("finished 3 steps") == 1  # one process reports
+    final = read_metrics(out, "final")
+    assert len(final) == 1 and len(set(final[0]["rank_weight_hashes"])) == 1 == len(final[0]["rank_weight_hashes"]) - 1
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
