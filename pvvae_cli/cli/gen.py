@@ -173,6 +173,9 @@ def sample(
         dev = resolve_device(device)
         dtype = resolve_dtype(precision.value, dev)
         gen = load_gen(model, device=dev)
+        if decode and (vae or gen.config.vae).startswith("preset:"):
+            typer.secho(f"warning: decoding with {vae or gen.config.vae}, a preset with RANDOM weights (a pipeline "
+                        "check, not a model)", fg=typer.colors.YELLOW, err=True)
         result = generate(gen, output, num, cls, cfg_scale, steps, seed, dtype, vae, decode)
     except (PvvaeError, ValueError) as e:
         fail(str(e))
