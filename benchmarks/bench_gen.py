@@ -8,7 +8,8 @@ Latents are those of a t4s16 VAE (``--channels`` 64, the paper's c64): a 17x64x6
 clips (the flow loss, class-conditional with 10 classes); sampling is ``--sample-steps`` Euler steps of one video
 with classifier-free guidance (a batch of 2: conditional + null), and the time per video for the default 100 steps
 is reported as 100 x the measured time per step (every step is the same forward). FLOPs are counted by
-``torch.utils.flop_counter`` (matmuls and attention). Best of ``--repeats`` after one warm-up.
+``torch.utils.flop_counter`` (matmuls and attention). Best of ``--repeats`` after one warm-up. Like the CLI, the
+script first calls ``pvvae_cli.runtime.allocator.keep_freed_memory()``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    from pvvae_cli.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does
     device = torch.device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {a.batch}; latent channels {a.channels}")
