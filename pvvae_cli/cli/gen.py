@@ -121,9 +121,8 @@ def _eval_hook(cfg: GenTrainConfig, num: int, steps: int, reference: list[Path] 
     """The evaluation run every --eval-every steps: the distance of fixed-seed samples to the training latents
     (``gen.evaluation``), plus FVD/KVD of the decoded samples against --eval-reference (``gen.video_eval``). Every
     network is loaded here, so a missing one fails before training starts."""
-    from pvvae_cli.gen.data import load_latent_set
+    from pvvae_cli.gen.data import load_latent_set, normalize
     from pvvae_cli.gen.evaluation import sample_statistics
-    from pvvae_cli.gen.trainer import normalize
 
     data = load_latent_set(cfg.data, cfg.labels, cfg.class_from_folders)
     video_hook = None

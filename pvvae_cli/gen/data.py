@@ -7,6 +7,9 @@ shape: the first odd file is named in the error. Labels: ``--labels FILE.csv`` (
 relative to the folder or as listed; a header row ``path,label`` is allowed) or ``--class-from-folders`` (the first
 folder of each file's path below the root). Label names are sorted to give class ids ``0..K-1``.
 
+``normalize``/``denormalize`` map stored latents to the model's per-channel standardised space and back, with the
+statistics ``GenConfig`` records.
+
 Batches are a pure function of ``(seed, position)`` (``position`` counts samples in one global stream of
 per-epoch permutations), so a resumed run continues exactly and DDP ranks take disjoint samples.
 """
@@ -22,6 +25,7 @@ import torch
 
 from pvvae_cli.codec.latents import LATENT_SUFFIX, LatentFormatError, LatentMeta, load_latent
 from pvvae_cli.errors import PvvaeError
+from pvvae_cli.gen.config import GenConfig
 
 
 class GenDataError(PvvaeError, ValueError):
@@ -192,3 +196,16 @@ def load_latent_set(source: str | Path, labels_csv: str | Path | None = None,
         labels = torch.tensor([ids[n] for n in names], dtype=torch.long)
     return LatentSet(torch.stack(latents), labels, class_names, files, first)
 
+
+def normalize(z: torch.Tensor, config: GenConfig) -> torch.Tensor:
+    """Stored latents ``(..., C, t, h, w)`` -> the model's space: ``(z - mean) / std`` per channel."""
+    mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
+    std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
+    return (z.float() - mean.to(z.device)) / std.to(z.device)
+
+
+def denormalize(z: torch.Tensor, config: GenConfig) -> torch.Tensor:
+    """The inverse of ``normalize``: the model's space -> latents as the files store them."""
+    mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
+    std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
+    return z.float() * std.to(z.device) + mean.to(z.device)

@@ -20,9 +20,9 @@ from pvvae_cli import __version__
 from pvvae_cli.codec.latents import LatentMeta, config_hash, save_latent
 from pvvae_cli.errors import PvvaeError
 from pvvae_cli.gen.config import GenConfig
+from pvvae_cli.gen.data import denormalize
 from pvvae_cli.gen.model import LatteDiT
 from pvvae_cli.gen.sampler import euler_sample, initial_noise
-from pvvae_cli.gen.trainer import denormalize
 from pvvae_cli.media.writer import write_video
 from pvvae_cli.runtime.atomic import atomic_path
 from pvvae_cli.runtime.device import autocast

@@ -22,7 +22,7 @@ import torch
 
 from pvvae_cli.codec.latents import weights_hash
 from pvvae_cli.gen.config import GenConfig, get_preset
-from pvvae_cli.gen.data import LatentSet, load_latent_set
+from pvvae_cli.gen.data import LatentSet, load_latent_set, normalize
 from pvvae_cli.gen.evaluation import EvalHook
 from pvvae_cli.gen.flow import NUM_T_BINS, flow_loss, loss_by_t_bin
 from pvvae_cli.gen.model import LatteDiT
@@ -62,20 +62,6 @@ def model_config(cfg: GenTrainConfig, data: LatentSet) -> GenConfig:
             encoded_frames=m.encoded_frames, encoded_height=m.encoded_height, encoded_width=m.encoded_width)
     except ValueError as e:
         raise TrainError(f"{cfg.data}: {e}") from e
-
-
-def normalize(z: torch.Tensor, config: GenConfig) -> torch.Tensor:
-    """Stored latents ``(..., C, t, h, w)`` -> the model's space: ``(z - mean) / std`` per channel."""
-    mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
-    std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
-    return (z.float() - mean.to(z.device)) / std.to(z.device)
-
-
-def denormalize(z: torch.Tensor, config: GenConfig) -> torch.Tensor:
-    """The inverse of ``normalize``: the model's space -> latents as the files store them."""
-    mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
-    std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
-    return z.float() * std.to(z.device) + mean.to(z.device)
 
 
 def train_gen(
