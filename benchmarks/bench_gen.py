@@ -7,7 +7,9 @@ Latents are those of a t4s16 VAE (``--channels`` 64, the paper's c64): a 17x64x6
 17x256x256 a (64, 5, 16, 16) one (patch size 1). A training step is forward + backward + AdamW on ``--batch``
 clips (the flow loss, class-conditional with 10 classes); sampling is ``--sample-steps`` Euler steps of one video
 with classifier-free guidance (a batch of 2: conditional + null), and the time per video for the default 100 steps
-is reported as 100 x the measured time per step (every step is the same forward). FLOPs are counted by
+is reported as 100 x the measured time per step (every step is the same forward). On the CPU the times are
+process CPU time divided by the thread count (the build machine is shared: wall time there measures the other
+jobs as much as ours), so the figures say what a dedicated core set would take. FLOPs are counted by
 ``torch.utils.flop_counter`` (matmuls and attention). Best of ``--repeats`` after one warm-up. Like the CLI, the
 script first calls ``pvvae_cli.runtime.allocator.keep_freed_memory()``.
 """
@@ -33,18 +35,20 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def best_time(fn, repeats: int, device: torch.device) -> float:
+def best_time(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Best wall time and best process CPU time (all threads) of ``fn`` over ``repeats`` runs after a warm-up. On
+    a shared machine the CPU time is the steadier figure: waiting for a core does not count."""
     fn()  # warm-up
-    best = float("inf")
+    wall, cpu = float("inf"), float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return wall, cpu
 
 
 def bench(preset: str, clip: tuple[int, int, int], precision: str, channels: int, batch: int, sample_steps: int,
@@ -90,8 +94,10 @@ def bench(preset: str, clip: tuple[int, int, int], precision: str, channels: int
 
     train_flops = count_flops(fwd_bwd)
     sample_flops = count_flops(sample)
-    t_train = best_time(train_step, repeats, device)
-    t_sample = best_time(sample, repeats, device)
+    t_train, cpu_train = best_time(train_step, repeats, device)
+    t_sample, cpu_sample = best_time(sample, repeats, device)
+    if device.type == "cpu":  # seconds of compute (CPU time / threads): what an idle machine would take
+        t_train, t_sample = cpu_train / torch.get_num_threads(), cpu_sample / torch.get_num_threads()
     params = sum(p.numel() for p in model.parameters())
     return {"preset": preset, "clip": "x".join(map(str, clip)), "latent": "x".join(map(str, shape)),
             "precision": precision, "params_m": params / 1e6, "train_s": t_train,
