@@ -316,6 +316,7 @@ def test_cli_encode_gen_train_gen_sample(tmp_path, stand_in_i3d):
     evals = read_metrics(tmp_path / "run", "eval")
     assert [r["step"] for r in evals] == [0, 2, 3]
     assert all({"fvd", "kvd", "nn_dist", "noise_nn_dist", "nn_class_acc"} <= set(r) for r in evals)
+    assert (tmp_path / "run" / "eval_curve.png").is_file()  # the convergence plot (matplotlib: a test extra)
     cfg = json.loads((tmp_path / "run" / "weights" / "config.json").read_text())
     assert cfg["class_names"] == ["left", "right"] and cfg["vae"] == "preset:tiny" and cfg["encoded_frames"] == 9
     out = run_pvvae("gen", "sample", tmp_path / "run", "-o", tmp_path / "samples", "--num", "2", "--class", "right",
@@ -353,3 +354,17 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     final = read_metrics(out, "final")
     assert len(final) == 1 and len(set(final[0]["rank_weight_hashes"])) == 1 == len(final[0]["rank_weight_hashes"]) - 1
     assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def test_eval_curve_plot(tmp_path):
+    import imageio.v3 as iio
+
+    from pvvae_cli.gen.plot import plot_eval_curves
+
+    records = [{"kind": "eval", "step": s, "fvd": 100.0 / (1 + s), "nn_dist": 1.0 - s / 10, "noise_nn_dist": 1.2}
+               for s in (0, 2, 4)] + [{"kind": "train", "step": 0, "loss": 1.0}]
+    path = plot_eval_curves(records, tmp_path / "curve.png")
+    image = iio.imread(path)
+    assert image.ndim == 3 and image.shape[1] > image.shape[0] > 100  # two panels side by side
+    assert image.std() > 10  # not blank
+    assert plot_eval_curves(records[-1:], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

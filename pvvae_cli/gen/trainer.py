@@ -206,8 +206,24 @@ def train_gen(
             run_log.write({"kind": "final", "step": step, "weights": str(result.weights_dir),
                            "rank_weight_hashes": hashes})
             run_log.say(f"exported {result.weights_dir}")
+            if last_eval:
+                _plot(out_dir, run_log)
     dist.barrier(dist_info)
     return result
+
+
+def _plot(out_dir: Path, run_log: RunLog) -> None:
+    """``eval_curve.png`` from every evaluation in the run's log (a resumed run's included)."""
+    import json
+
+    from pvvae_cli.gen.plot import EVAL_CURVE, have_matplotlib, plot_eval_curves
+
+    if not have_matplotlib():
+        run_log.say(f"no {EVAL_CURVE}: install matplotlib for the plot of the evaluation curves")
+        return
+    records = [json.loads(line) for line in (out_dir / ckpts.METRICS_FILE).read_text().splitlines() if line]
+    if plot_eval_curves(records, out_dir / EVAL_CURVE) is not None:
+        run_log.say(f"wrote {out_dir / EVAL_CURVE}")
 
 
 class _Interval:
