@@ -199,6 +199,9 @@ def test_latent_set_labels_and_odd_files(tmp_path):
         f"{f.relative_to(tmp_path / 'lat').as_posix()},{'b' if 'right' in f.name or 'right' in str(f) else 'a'}\n"
         for f in files))
     assert load_latent_set(tmp_path / "lat", labels_csv=tmp_path / "labels.csv").labels.tolist() == [0, 0, 1, 1]
+    (tmp_path / "bad.csv").write_bytes(b"\x9f\x00binary")
+    with pytest.raises(GenDataError, match=r"bad\.csv: cannot read the labels file"):
+        load_latent_set(tmp_path / "lat", labels_csv=tmp_path / "bad.csv")
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"output": str(f)}) + "\n" for f in files[:3]))
     assert len(load_latent_set(tmp_path / "m.jsonl")) == 3
     # one file of another shape: named in the error

@@ -118,8 +118,9 @@ def read_labels(csv_path: Path, files: list[Path], root: Path) -> list[str]:
     """The label of each file from ``csv_path`` (``path,label`` rows); a file without a row is an error."""
     try:
         rows = list(csv.reader(csv_path.read_text().splitlines()))
-    except OSError as e:
-        raise GenDataError(f"{csv_path}: cannot read the labels file ({e})") from e
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise GenDataError(f"{csv_path}: cannot read the labels file; expected a text CSV of 'path,label' rows "
+                           f"({type(e).__name__}: {e})") from e
     table: dict[str, str] = {}
     for i, row in enumerate(rows, 1):
         if not row or (i == 1 and [c.strip().lower() for c in row] == ["path", "label"]):

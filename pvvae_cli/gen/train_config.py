@@ -15,7 +15,7 @@ from pvvae_cli.gen.config import PRESETS
 from pvvae_cli.train.config import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
-RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "ckpt_every", "keep_checkpoints", "eval_every")
+RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "ckpt_every", "eval_every")  # change nothing computed
 
 
 @dataclass(frozen=True)
