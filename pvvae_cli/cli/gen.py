@@ -158,7 +158,7 @@ def sample(
                                                   "plain conditional.")] = 1.0,
     steps: Annotated[int, typer.Option(help="Euler steps from t = 1 to 0.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the starting noise (same seed, same samples).")] = 0,
-    vae: Annotated[str | None, typer.Option(help="Decode with this VAE [default: the one the model records].")] = None,
+    vae: Annotated[str | None, typer.Option(help="Decode with this VAE (default: the one the model records).")] = None,
     decode: Annotated[bool, typer.Option("--decode/--no-decode", help="Decode to mp4 + contact sheet.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision("fp32"),
