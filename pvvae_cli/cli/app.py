@@ -11,6 +11,7 @@ from pvvae_cli.cli.decode import decode
 from pvvae_cli.cli.download import download
 from pvvae_cli.cli.encode import encode
 from pvvae_cli.cli.eval import evaluate
+from pvvae_cli.cli.gen import gen_app
 from pvvae_cli.cli.help_format import hide_flag_types
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
@@ -51,6 +52,7 @@ app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
 app.command("download")(download)
 app.command("setup-metrics")(setup_metrics)
+app.add_typer(gen_app, name="gen")
 
 
 def main() -> None:

