@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The default model's recipe: the paper's three stages with pvvae's own commands, on the data of
+# examples/get_data.sh. Re-running continues where a stage stopped (--resume); INIT=weights-folder starts
+# stage 1 from existing weights (e.g. the shipped model) instead of random ones, so later work (or a GPU) can
+# train it further and ship a new version.
+#
+# Usage: examples/train_default.sh [RUN_ROOT]            (default: runs/default)
+# Settings (environment): DATA=data PRESET=small SIZE=64 FRAMES=17 BATCH=4 IMAGE_STEPS=2000 VIDEO_STEPS=2000
+#   DECODER_STEPS=500 PRECISION=fp32 INIT= VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none
+#
+# Stage 1: images (1-frame clips of the training videos' frames and the photographs);
+# stage 2: predictive video training (drop trailing groups, motion loss) from stage 1;
+# stage 3: decoder fine-tuning (encoder frozen) from stage 2. Each stage exports RUN/weights/.
+# Validation is on DATA/heldout (whole clips never trained on). Then measure with, e.g.:
+#   pvvae eval DATA/heldout -m RUN_ROOT/3-decoder/weights --size 64
+set -euo pipefail
+root=${1:-runs/default}
+DATA=${DATA:-data} PRESET=${PRESET:-small} SIZE=${SIZE:-64} FRAMES=${FRAMES:-17} BATCH=${BATCH:-4}
+IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=${DECODER_STEPS:-500}
+PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
+PERCEPTUAL=${PERCEPTUAL:-none}
+pvvae=${PVVAE:-pvvae}
+
+for d in "$DATA/train" "$DATA/heldout"; do
+    [ -d "$d" ] || { echo "train_default: $d is missing; run examples/get_data.sh $DATA first" >&2; exit 2; }
+done
+common=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" --val-data "$DATA/heldout"
+        --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --perceptual "$PERCEPTUAL")
+
+stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run, or skip a finished one
+    local name=$1 steps=$2 run="$root/$1"
+    shift 2
+    if [ -f "$run/weights/model.safetensors" ]; then  # a run exports its weights when it finishes
+        echo "train_default: $name is finished ($run/weights)"; return
+    fi
+    if [ -f "$run/train_config.json" ]; then
+        "$pvvae" "$1" --resume "$run" --steps "$steps"
+    else
+        "$pvvae" "$@" --out "$run" --steps "$steps"
+    fi
+}
+
+if [ -n "$INIT" ]; then start=(--init "$INIT"); else start=(--preset "$PRESET"); fi
+stage 1-image "$IMAGE_STEPS" train --stage image "${start[@]}" --data "$DATA/train" --data "$DATA/photos" \
+    "${common[@]}"
+stage 2-video "$VIDEO_STEPS" train --stage video --init "$root/1-image" --data "$DATA/train" \
+    --frames "$FRAMES" "${common[@]}"
+stage 3-decoder "$DECODER_STEPS" finetune-decoder --init "$root/2-video" --data "$DATA/train" \
+    --frames "$FRAMES" "${common[@]}"
+echo "train_default: done; weights in $root/3-decoder/weights"
