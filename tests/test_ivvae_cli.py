@@ -60,7 +60,7 @@ def test_cli_train_from_the_preset_with_gan(tmp_path, one_thread):
                               "--val-clips", "1", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["preset"] == "ivvae-tiny" and saved["lr"] == 1e-3
+    assert saved["preset"] == "ivvae-tiny" and saved["lr"] == 3e-4
     model = load_model(out / "weights")
     assert isinstance(model, IVVAE) and model.config.name == "ivvae-tiny"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -196,7 +196,7 @@ class TrainConfig:
 # models learn many times faster at larger rates. Measured by overfitting fixed clips (benchmarks/bench_learning.py;
 # README "Does it learn?"): tiny, 4 images 64x64, 300 Adam steps: 30.4 dB at 1e-3, 26.3 dB at 3e-4.
 DEFAULT_LR: dict[str, float] = {"tiny": 1e-3, "small": 3e-4, "small-t4s8": 3e-4, "base": 5e-5,
-                                "ivvae-tiny": 1e-3, "ivvae-small": 3e-4, "ivvae-z16": 5e-5}
+                                "ivvae-tiny": 3e-4, "ivvae-small": 3e-4, "ivvae-z16": 5e-5}
 FALLBACK_LR = 5e-5  # the paper's, for models of another name (e.g. weights trained elsewhere)
 
 
