@@ -18,7 +18,11 @@ from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
 from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.layers import HalfRMSNorm
 from pvvae_cli.models.ivvae.model import IVVAE
-from pvvae_cli.models.ivvae.reference_keys import ReferenceCheckpointError, from_reference_state_dict
+from pvvae_cli.models.ivvae.reference_keys import (
+    ReferenceCheckpointError,
+    convert_reference_checkpoint,
+    from_reference_state_dict,
+)
 from pvvae_cli.models.protocol import VideoAutoencoder
 from pvvae_cli.train.objective import predictive_forward
 
@@ -210,6 +214,20 @@ def test_reference_key_map_covers_the_published_layout(layout, config):
         from_reference_state_dict({**state, "extra.weight": torch.zeros(1)}, config)
     with pytest.raises(ReferenceCheckpointError, match="shape"):
         from_reference_state_dict({**state, "conv2.conv_2d.bias": torch.zeros(3)}, config)
+
+
+def test_convert_a_reference_checkpoint_file(tmp_path, one_thread):
+    config = IVVAEConfig(base_channels=8, channel_multipliers=(1, 2, 2, 2), layers_per_block=1, latent_channels=8,
+                         name="ref-small")
+    state = {k: torch.randn(s) for k, s in reference_layout("dim8_z8_mult1222_res1").items()}
+    torch.save(state, tmp_path / "ref.pth")
+    folder = convert_reference_checkpoint(tmp_path / "ref.pth", config, tmp_path / "converted")
+    model = load_model(folder)
+    assert isinstance(model, IVVAE) and torch.equal(model.decoder.conv_in.weight, state["decoder.conv1.conv.weight"])
+    assert "converted from `ref.pth`" in (folder / "README.md").read_text()
+    torch.save({"not": Path("tensors")}, tmp_path / "bad.pth")  # arbitrary objects are never unpickled
+    with pytest.raises(ReferenceCheckpointError, match="bad.pth: not a readable PyTorch state dict"):
+        convert_reference_checkpoint(tmp_path / "bad.pth", config, tmp_path / "out")
 
 
 REFERENCE = os.environ.get("IVVAE_REFERENCE_DIR")  # a folder holding the reference vae3d.py (needs einops)

@@ -13,6 +13,7 @@ last (every preset here), ``attention`` on.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def convert_reference_checkpoint(path: str | Path, config: IVVAEConfig, out_dir:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:  # includes the unpickler's refusal of non-tensor content
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as e:  # the last: non-tensor content
         raise ReferenceCheckpointError(f"{path}: not a readable PyTorch state dict ({e})") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
