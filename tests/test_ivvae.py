@@ -1,5 +1,6 @@
 """IV-VAE (``models/ivvae``): shapes, GCConv semantics (two-sided inside a group, causal between groups), streaming
-== one pass, tiling, save -> load, the published checkpoints' key layout."""
+== one pass, tiling, save -> load, the published checkpoints' key layout. The model tests run on ``ivvae-tiny``
+and on its ablation without keyframe compression."""
 
 import json
 import os
@@ -14,6 +15,7 @@ from conftest import random_clip
 from pvvae_cli import load_model
 from pvvae_cli.codec.tiling import TileGrid, TileSpec
 from pvvae_cli.models import registry
+from pvvae_cli.models.blocks import ChannelRMSNorm
 from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
 from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.layers import HalfRMSNorm
@@ -36,14 +38,15 @@ def scrambled(model: IVVAE) -> IVVAE:
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
                 m.reset_parameters()
-            elif isinstance(m, HalfRMSNorm):
+            elif isinstance(m, (HalfRMSNorm, ChannelRMSNorm)):
                 m.weight.uniform_(0.5, 1.5)
     return model
 
 
-@pytest.fixture
-def ivtiny(one_thread):
-    return scrambled(IVVAE.from_preset("ivvae-tiny")).eval()
+@pytest.fixture(params=[True, False], ids=["ktc", "gcconv-only"])
+def ivtiny(request, one_thread):
+    """ivvae-tiny, and its ablation without keyframe compression (plain GCConv features), scrambled."""
+    return scrambled(IVVAE.from_preset("ivvae-tiny", keyframe_compression=request.param)).eval()
 
 
 # ------------------------------------------------------------------------------------------------ config, shapes
@@ -214,6 +217,8 @@ def test_reference_key_map_covers_the_published_layout(layout, config):
         from_reference_state_dict({**state, "extra.weight": torch.zeros(1)}, config)
     with pytest.raises(ReferenceCheckpointError, match="shape"):
         from_reference_state_dict({**state, "conv2.conv_2d.bias": torch.zeros(3)}, config)
+    with pytest.raises(ReferenceCheckpointError, match="keyframe compression"):
+        from_reference_state_dict(state, config.replace(keyframe_compression=False))
 
 
 def test_convert_a_reference_checkpoint_file(tmp_path, one_thread):

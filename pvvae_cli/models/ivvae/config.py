@@ -28,7 +28,9 @@ class IVVAEConfig:
     the middle blocks) is 2-D only; the others use GCConv with groups of ``temporal_compression / 2**d`` frames
     after ``d`` temporal downsamplings (4, then 2 for t4). ``channel_multipliers`` gives each level's width (one
     more entry than stages). ``attention``: the reference's frame attention (after each deepest-level residual
-    block, after the last downsampling, in the middle blocks).
+    block, after the last downsampling, in the middle blocks). ``keyframe_compression=False`` is the ablation "GCConv
+    without KTC": the same network with one feature stream of the same total width (GCConv in place of every KTC
+    conv, norms and attention over all channels, stride-2 temporal convs on every channel, no keyframe output).
     """
 
     in_channels: int = 3
@@ -36,6 +38,7 @@ class IVVAEConfig:
     channel_multipliers: tuple[int, ...] = (1, 2, 4, 4)
     layers_per_block: int = 2
     attention: bool = True
+    keyframe_compression: bool = True  # KTC; False: the ablation with plain GCConv features (no 2-D/3-D halves)
     latent_channels: int = 16  # [keyframe half | motion half]: must be even
     temporal_compression: int = 4
     spatial_compression: int = 8

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvvae_cli.models.blocks import FrameAttention
+from pvvae_cli.models.blocks import ChannelRMSNorm, FrameAttention
 from pvvae_cli.models.causal_conv import StreamState
 from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
 
@@ -49,11 +49,24 @@ class KTCConv(nn.Module):
         return torch.cat([per_frame(self.conv_2d, x), self.conv_3d(x, state)], dim=1)
 
 
-def conv(in_channels: int, out_half: int, kernel_size: int, group: int) -> nn.Module:
-    """A convolution to ``2 * out_half`` channels: KTC where frames form groups (``group > 1``), else 2-D."""
+def conv(in_channels: int, out_half: int, kernel_size: int, group: int, split: bool = True) -> nn.Module:
+    """A convolution to ``2 * out_half`` channels where frames form groups (``group > 1``): KTC (``split``) or a
+    plain GCConv (the ablation without keyframe compression); 2-D otherwise."""
     if group > 1:
-        return KTCConv(in_channels, out_half, out_half, kernel_size, group)
+        if split:
+            return KTCConv(in_channels, out_half, out_half, kernel_size, group)
+        return GroupCausalConv3d(in_channels, 2 * out_half, kernel_size, group=group)
     return FrameConv(in_channels, 2 * out_half, kernel_size)
+
+
+def norm(channels: int, split: bool = True) -> nn.Module:
+    """Per-half RMS norm with keyframe compression, else over all channels."""
+    return HalfRMSNorm(channels) if split else ChannelRMSNorm(channels)
+
+
+def attention(half: int, split: bool = True) -> nn.Module:
+    """Frame attention on each half with keyframe compression, else on all channels."""
+    return HalfAttention(half) if split else FrameAttention(2 * half)
 
 
 class HalfRMSNorm(nn.Module):
@@ -72,15 +85,15 @@ class HalfRMSNorm(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-norm residual block on ``2*in_half`` -> ``2*out_half`` channels (KTC or 2-D by ``group``)."""
+    """Pre-norm residual block on ``2*in_half`` -> ``2*out_half`` channels (KTC, GCConv or 2-D: see ``conv``)."""
 
-    def __init__(self, in_half: int, out_half: int, group: int) -> None:
+    def __init__(self, in_half: int, out_half: int, group: int, split: bool = True) -> None:
         super().__init__()
-        self.norm1 = HalfRMSNorm(2 * in_half)
-        self.conv1 = conv(2 * in_half, out_half, 3, group)
-        self.norm2 = HalfRMSNorm(2 * out_half)
-        self.conv2 = conv(2 * out_half, out_half, 3, group)
-        self.skip = conv(2 * in_half, out_half, 1, group) if in_half != out_half else None
+        self.norm1 = norm(2 * in_half, split)
+        self.conv1 = conv(2 * in_half, out_half, 3, group, split)
+        self.norm2 = norm(2 * out_half, split)
+        self.conv2 = conv(2 * out_half, out_half, 3, group, split)
+        self.skip = conv(2 * in_half, out_half, 1, group, split) if in_half != out_half else None
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)), state)
@@ -106,25 +119,37 @@ class Downsample(nn.Module):
     half keeps the first frame of each pair, the motion half convolves each pair (kernel 2, stride 2). The clip's
     first frame stays alone, so ``1 + 2k`` frames become ``1 + k``."""
 
-    def __init__(self, half: int, temporal: bool) -> None:
+    def __init__(self, half: int, temporal: bool, split: bool = True) -> None:
         super().__init__()
-        self.conv_2d = nn.Conv2d(half, half, 3, stride=2)
-        self.conv_3d = nn.Conv2d(half, half, 3, stride=2)
-        self.time_conv = nn.Conv3d(half, half, (2, 1, 1), stride=(2, 1, 1)) if temporal else None
+        self.split = split
+        if split:
+            self.conv_2d = nn.Conv2d(half, half, 3, stride=2)
+            self.conv_3d = nn.Conv2d(half, half, 3, stride=2)
+        else:  # the ablation without keyframe compression: one stream, every channel convolved in time
+            self.conv = nn.Conv2d(2 * half, 2 * half, 3, stride=2)
+        t_channels = half if split else 2 * half
+        self.time_conv = nn.Conv3d(t_channels, t_channels, (2, 1, 1), stride=(2, 1, 1)) if temporal else None
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        key, motion = x.chunk(2, dim=1)
-        key = per_frame(self.conv_2d, F.pad(key, (0, 1, 0, 1)))
-        motion = per_frame(self.conv_3d, F.pad(motion, (0, 1, 0, 1)))
+        if self.split:
+            key, motion = x.chunk(2, dim=1)
+            key = per_frame(self.conv_2d, F.pad(key, (0, 1, 0, 1)))
+            motion = per_frame(self.conv_3d, F.pad(motion, (0, 1, 0, 1)))
+        else:
+            key, motion = None, per_frame(self.conv, F.pad(x, (0, 1, 0, 1)))
         if self.time_conv is None:
-            return torch.cat([key, motion], dim=1)
+            return motion if key is None else torch.cat([key, motion], dim=1)
         start = 1 if state is None or state.first_call(self) else 0  # the clip's first frame passes alone
-        if (key.shape[2] - start) % 2:
-            raise ValueError(f"temporal downsampling needs pairs of frames after the first, got {key.shape[2]}")
-        parts = [torch.cat([key[:, :, :start], motion[:, :, :start]], dim=1)] if start else []
-        if key.shape[2] > start:
-            parts.append(torch.cat([key[:, :, start::2], self.time_conv(motion[:, :, start:])], dim=1))
-        return torch.cat(parts, dim=2)
+        t = motion.shape[2]
+        if (t - start) % 2:
+            raise ValueError(f"temporal downsampling needs pairs of frames after the first, got {t}")
+        parts = [motion[:, :, :start]]
+        if t > start:
+            parts.append(self.time_conv(motion[:, :, start:]))
+        motion = torch.cat(parts, dim=2)
+        if key is None:
+            return motion
+        return torch.cat([torch.cat([key[:, :, :start], key[:, :, start::2]], dim=2), motion], dim=1)
 
 
 class Upsample(nn.Module):
@@ -132,22 +157,30 @@ class Upsample(nn.Module):
     keyframe half repeats each frame, the motion half predicts two frames per frame (a 1x1x1 conv to twice the
     channels, interleaved). Then double H and W of each half (nearest + 3x3 conv), halving each half's width."""
 
-    def __init__(self, half: int, temporal: bool) -> None:
+    def __init__(self, half: int, temporal: bool, split: bool = True) -> None:
         super().__init__()
-        self.time_conv = nn.Conv3d(half, 2 * half, 1) if temporal else None
-        self.conv_2d = nn.Conv2d(half, half // 2, 3, padding=1)
-        self.conv_3d = nn.Conv2d(half, half // 2, 3, padding=1)
+        self.split = split
+        t_channels = half if split else 2 * half
+        self.time_conv = nn.Conv3d(t_channels, 2 * t_channels, 1) if temporal else None
+        if split:
+            self.conv_2d = nn.Conv2d(half, half // 2, 3, padding=1)
+            self.conv_3d = nn.Conv2d(half, half // 2, 3, padding=1)
+        else:  # the ablation without keyframe compression: one stream
+            self.conv = nn.Conv2d(2 * half, half, 3, padding=1)
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        key, motion = x.chunk(2, dim=1)
+        key, motion = x.chunk(2, dim=1) if self.split else (None, x)
         start = 1 if self.time_conv is None or state is None or state.first_call(self) else 0
-        if self.time_conv is not None and key.shape[2] > start:  # the clip's first frame stays single
+        if self.time_conv is not None and motion.shape[2] > start:  # the clip's first frame stays single
             b, c, t, h, w = motion.shape
             pairs = self.time_conv(motion[:, :, start:]).reshape(b, 2, c, t - start, h, w)  # [even | odd] frames
             motion_up = torch.stack([pairs[:, 0], pairs[:, 1]], dim=3).reshape(b, c, 2 * (t - start), h, w)
-            key = torch.cat([key[:, :, :start], key[:, :, start:].repeat_interleave(2, dim=2)], dim=2)
             motion = torch.cat([motion[:, :, :start], motion_up], dim=2)
+            if key is not None:
+                key = torch.cat([key[:, :, :start], key[:, :, start:].repeat_interleave(2, dim=2)], dim=2)
         up = {"scale_factor": 2.0, "mode": "nearest"}
+        if key is None:
+            return per_frame(lambda f: self.conv(F.interpolate(f, **up)), motion)
         key = per_frame(lambda f: self.conv_2d(F.interpolate(f, **up)), key)
         motion = per_frame(lambda f: self.conv_3d(F.interpolate(f, **up)), motion)
         return torch.cat([key, motion], dim=1)

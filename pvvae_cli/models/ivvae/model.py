@@ -30,11 +30,12 @@ from pvvae_cli.models.ivvae.layers import (
     AtrousHead,
     Downsample,
     FrameConv,
-    HalfAttention,
-    HalfRMSNorm,
     KTCConv,
     ResBlock,
     Upsample,
+    attention,
+    conv,
+    norm,
 )
 from pvvae_cli.models.posterior import DiagonalGaussian
 
@@ -46,29 +47,30 @@ INITIAL_LOGVAR = -6.0
 class Encoder(nn.Module):
     def __init__(self, cfg: IVVAEConfig) -> None:
         super().__init__()
-        widths, z = cfg.widths, cfg.latent_channels
-        self.conv_in = KTCConv(cfg.in_channels, widths[0], widths[0], 3, cfg.encoder_group(0))
+        widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
+        self.conv_in = conv(cfg.in_channels, widths[0], 3, cfg.encoder_group(0), split)
         self.levels = nn.ModuleList()
         self.downsamples = nn.ModuleList()
         for i, width in enumerate(widths):
             group, deepest = cfg.encoder_group(i), i == cfg.num_stages
             blocks: list[nn.Module] = []
             for j in range(cfg.layers_per_block):
-                blocks.append(ResBlock(widths[max(i - 1, 0)] if j == 0 else width, width, group))
+                blocks.append(ResBlock(widths[max(i - 1, 0)] if j == 0 else width, width, group, split))
                 if deepest and cfg.attention:
-                    blocks.append(HalfAttention(width))
+                    blocks.append(attention(width, split))
             self.levels.append(nn.ModuleList(blocks))
             if not deepest:
-                down: list[nn.Module] = [Downsample(width, temporal=cfg.is_temporal_stage(i))]
+                down: list[nn.Module] = [Downsample(width, cfg.is_temporal_stage(i), split)]
                 if i == cfg.num_stages - 1 and cfg.attention:
-                    down.append(HalfAttention(width))
+                    down.append(attention(width, split))
                 self.downsamples.append(nn.ModuleList(down))
         top = widths[-1]
-        self.mid = nn.ModuleList([ResBlock(top, top, 1)] + ([HalfAttention(top)] if cfg.attention else [])
-                                 + [ResBlock(top, top, 1)])
-        self.norm_out = HalfRMSNorm(2 * top)
+        self.mid = nn.ModuleList([ResBlock(top, top, 1, split)] + ([attention(top, split)] if cfg.attention else [])
+                                 + [ResBlock(top, top, 1, split)])
+        self.norm_out = norm(2 * top, split)
         self.head = AtrousHead(2 * top, z)
-        self.quant_conv = KTCConv(2 * z, z, z, 1, 1)  # -> [key: mean, logvar | motion: mean, logvar]
+        # -> [key: mean, logvar | motion: mean, logvar] (without KTC just four quarters in the same order)
+        self.quant_conv = KTCConv(2 * z, z, z, 1, 1) if split else GroupCausalConv3d(2 * z, 2 * z, 1)
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv_in(x, state)  # (B, 2*C0, T, H, W)
@@ -91,13 +93,14 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: IVVAEConfig) -> None:
         super().__init__()
-        widths, z = cfg.widths, cfg.latent_channels
+        widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
         self.temporal_compression = cfg.temporal_compression
+        self.split = split
         top = widths[-1]
-        self.post_quant_conv = KTCConv(z, z // 2, z // 2, 1, 1)
+        self.post_quant_conv = KTCConv(z, z // 2, z // 2, 1, 1) if split else GroupCausalConv3d(z, z, 1)
         self.conv_in = FrameConv(z, 2 * top, 3)
-        self.mid = nn.ModuleList([ResBlock(top, top, 1)] + ([HalfAttention(top)] if cfg.attention else [])
-                                 + [ResBlock(top, top, 1)])
+        self.mid = nn.ModuleList([ResBlock(top, top, 1, split)] + ([attention(top, split)] if cfg.attention else [])
+                                 + [ResBlock(top, top, 1, split)])
         self.levels = nn.ModuleList()
         self.upsamples = nn.ModuleList()
         for i in reversed(range(len(widths))):
@@ -105,14 +108,17 @@ class Decoder(nn.Module):
             in_half = top if deepest else widths[i + 1] // 2  # every upsampling halves the width
             blocks: list[nn.Module] = []
             for j in range(cfg.layers_per_block + 1):
-                blocks.append(ResBlock(in_half if j == 0 else width, width, group))
+                blocks.append(ResBlock(in_half if j == 0 else width, width, group, split))
                 if deepest and cfg.attention:
-                    blocks.append(HalfAttention(width))
+                    blocks.append(attention(width, split))
             self.levels.append(nn.ModuleList(blocks))
             if i > 0:  # mirror of encoder stage i - 1: the temporal stages come first here
-                self.upsamples.append(Upsample(width, temporal=cfg.is_temporal_stage(i - 1)))
-        self.norm_out = HalfRMSNorm(2 * widths[0])
-        self.conv_out = KTCConv(2 * widths[0], cfg.in_channels, cfg.in_channels, 3, cfg.encoder_group(0))
+                self.upsamples.append(Upsample(width, cfg.is_temporal_stage(i - 1), split))
+        self.norm_out = norm(2 * widths[0], split)
+        if split:  # [keyframe | motion] pixels
+            self.conv_out = KTCConv(2 * widths[0], cfg.in_channels, cfg.in_channels, 3, cfg.encoder_group(0))
+        else:
+            self.conv_out = GroupCausalConv3d(2 * widths[0], cfg.in_channels, 3, group=cfg.encoder_group(0))
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv_in(self.post_quant_conv(z))  # (B, 2*C_top, t, h, w)
@@ -124,6 +130,8 @@ class Decoder(nn.Module):
             if i < len(self.upsamples):
                 h = self.upsamples[i](h, state)
         out = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 6, T, H, W): [keyframe | motion] pixels
+        if not self.split:
+            return out  # (B, 3, T, H, W)
         key, motion = out.chunk(2, dim=1)
         starts_clip = state is None or state.first_call(self)
         return torch.where(self.keyframe_mask(out.shape[2], starts_clip, out.device), key, motion)
@@ -166,7 +174,7 @@ class IVVAE(nn.Module):
         - temporal downsampling starts as the mean of each pair, temporal upsampling as frame repetition;
         - the posterior's log-variance biases start at ``INITIAL_LOGVAR``.
         """
-        if self.encoder.conv_in.conv_2d.weight.is_meta:
+        if self.encoder.head.fuse.weight.is_meta:
             return  # built on the meta device to receive loaded tensors
         with torch.no_grad():
             for m in self.modules():
@@ -197,8 +205,8 @@ class IVVAE(nn.Module):
                     m.time_conv.weight[c:, :, 0, 0, 0] = eye  # odd frames
             half = self.config.latent_channels // 2
             quant = self.encoder.quant_conv
-            quant.conv_2d.bias[half:].fill_(INITIAL_LOGVAR)
-            quant.conv_3d.bias[half:].fill_(INITIAL_LOGVAR)
+            for bias in (quant.conv_2d.bias, quant.conv_3d.bias) if isinstance(quant, KTCConv) else quant.bias.chunk(2):
+                bias[half:].fill_(INITIAL_LOGVAR)  # each: [mean | logvar] of one half
 
     # ------------------------------------------------------------------ construction and weights
     @classmethod
@@ -224,7 +232,8 @@ class IVVAE(nn.Module):
     def last_layer_weight(self) -> torch.Tensor:
         """The weight the adaptive GAN loss weight is measured on: the decoder's motion-half output conv (it
         makes three of every four frames)."""
-        return self.decoder.conv_out.conv_3d.weight
+        out = self.decoder.conv_out
+        return out.conv_3d.weight if isinstance(out, KTCConv) else out.weight
 
     # ------------------------------------------------------------------ shape checks
     def check_pixels(self, x: torch.Tensor) -> None:

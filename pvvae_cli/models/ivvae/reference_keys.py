@@ -8,7 +8,7 @@ values; norm gains are stored there as ``(C, 1, 1[, 1])`` and here as ``(C,)`` (
 hold no padding token: converted weights get the zero token a new model starts with.
 
 Only configs the reference can express convert: ``channel_multipliers[0] == 1``, t4 with the two temporal stages
-last (every preset here), ``attention`` on.
+last (every preset here), ``attention`` and ``keyframe_compression`` on.
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def key_map(model: IVVAE) -> dict[str, str]:
 
 
 def check_convertible(config: IVVAEConfig) -> None:
-    if config.channel_multipliers[0] != 1 or not config.attention or config.temporal_compression != 4:
+    if (config.channel_multipliers[0] != 1 or not config.attention or config.temporal_compression != 4
+            or not config.keyframe_compression):
         raise ReferenceCheckpointError(
             f"config {config.name!r} has no reference layout: the reference code needs channel_multipliers[0] == 1, "
-            "attention on and temporal_compression 4")
+            "attention and keyframe compression on, and temporal_compression 4")
 
 
 def from_reference_state_dict(state: dict[str, torch.Tensor], config: IVVAEConfig) -> IVVAE:
