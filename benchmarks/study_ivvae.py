@@ -4,6 +4,7 @@ reconstruction PSNR/SSIM, first-frame vs later-frame PSNR, prediction PSNR vs co
 time. Writes the table to ``docs/ivvae-study.md`` (and the raw numbers as JSON beside the runs).
 
     python benchmarks/study_ivvae.py --steps 300 --out runs/ivvae-study
+    # or in parallel: --only tiny ivvae-tiny & --only gcconv-tiny, then the line above writes the table
 
 Each model trains at its preset's default learning rate (``train.config.DEFAULT_LR``).
 """
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=5, help="observed frames for the prediction score")
     ap.add_argument("--out", type=Path, default=Path("runs/ivvae-study"))
     ap.add_argument("--doc", type=Path, default=Path("docs/ivvae-study.md"))
+    ap.add_argument("--only", nargs="+", choices=sorted(ARCH), help="train only these models (run several "
+                    "invocations in parallel, then one without --only to write the table from their results)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -103,6 +106,8 @@ def main() -> None:
     clips = torch.stack([held_out[i] for i in range(args.eval_clips)])
     rows = []
     for preset, predictive in RUNS:
+        if args.only and preset not in args.only:
+            continue
         name = f"{preset}-{'pred' if predictive else 'recon'}"
         done = args.out / name / "study_row.json"
         if done.is_file():  # finished by an earlier invocation (same settings): keep it
@@ -125,8 +130,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "study.json").write_text(json.dumps(rows, indent=2) + "\n")
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(to_markdown(rows, args))
+    if not args.only:
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(to_markdown(rows, args))
 
 
 def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
