@@ -126,7 +126,8 @@ def from_reference_state_dict(state: dict[str, torch.Tensor], config: IVVAEConfi
     """An ``IVVAE`` of ``config`` (eval mode) holding the tensors of a reference-layout ``state`` (strict: every
     tensor used, every shape matched)."""
     check_convertible(config)
-    model = IVVAE(config)
+    with torch.device("meta"):  # no memory and no init: every tensor comes from ``state``
+        model = IVVAE(config)
     target = model.state_dict()
     mapping = key_map(model)
     missing = sorted(r for r in mapping.values() if r not in state)
@@ -141,10 +142,10 @@ def from_reference_state_dict(state: dict[str, torch.Tensor], config: IVVAEConfi
         if tensor.numel() != want.numel() or (tensor.ndim == want.ndim and tensor.shape != want.shape):
             raise ReferenceCheckpointError(f"{ref}: shape {tuple(tensor.shape)}, config {config.name!r} needs "
                                            f"{tuple(want.shape)} (as {mine})")
-        converted[mine] = tensor.detach().to(want.dtype).reshape(want.shape)
+        converted[mine] = tensor.detach().to(torch.float32).reshape(want.shape).contiguous()
     if model.padding_token is not None:
-        converted["padding_token"] = torch.zeros_like(model.padding_token)
-    model.load_state_dict(converted, strict=True)
+        converted["padding_token"] = torch.zeros(config.latent_channels)
+    model.load_state_dict(converted, strict=True, assign=True)
     return model.eval()
 
 
