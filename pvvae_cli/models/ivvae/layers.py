@@ -4,7 +4,8 @@ half]`` along channels, ``(B, 2*C, T, H, W)``.
 The keyframe (2-D) half is computed frame by frame; the motion (3-D) half by a ``GroupCausalConv3d``; both read
 both halves. Normalisation is per half. Levels whose frames each stand for a whole latent frame use plain
 per-frame convolutions (``FrameConv``) that mix the halves freely. Every layer takes an optional ``StreamState``
-and gives chunk by chunk what it gives in one pass.
+and gives chunk by chunk what it gives in one pass. With ``split=False`` (the ablation without KTC) the same
+layers keep one stream of the same total width: GCConv instead of KTC, norms and attention over all channels.
 """
 
 from __future__ import annotations
