@@ -88,3 +88,17 @@ def test_cli_eval_beside_pvvae(clips, weights, tmp_path, offline, one_thread):
     models = json.loads(out_json.read_text())["models"]
     assert [m["tag"] for m in models] == ["t4s16c8", "t4s16c8"]
     assert all({"psnr", "ssim", "pred_psnr", "copy_psnr"} <= set(m["metrics"]) for m in models)
+
+
+def test_finetune_decoder_from_ivvae_weights_leaves_the_encoder_bit_identical(weights, tmp_path, one_thread):
+    """``--init`` of an IV-VAE folder; stage 3 freezes the encoder (its quant conv included) and the padding token."""
+    from conftest import tiny_train_config
+
+    from pvvae_cli.train.trainer import train
+
+    train(tiny_train_config("decoder", preset=None, init=str(weights), steps=2), tmp_path / "ft", quiet=True)
+    before, after = load_model(weights).state_dict(), load_model(tmp_path / "ft" / "weights").state_dict()
+    for name in before:
+        if name.startswith("encoder.") or name == "padding_token":
+            assert torch.equal(before[name], after[name]), name
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
