@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 
 
-class GroupCausalConv3d(nn.Conv3d):
-    """``nn.Conv3d`` (temporal kernel 3 or 1, stride 1) with group causal temporal padding.
+class GroupCausalConv3d(CausalConv3d):
+    """A 3-D convolution (temporal kernel 3 or 1, stride 1) with group causal temporal padding.
 
     Subclassing keeps the state-dict keys standard (``weight``, ``bias``; temporal taps: previous, current,
-    next). A temporal kernel of 1 is a plain per-frame convolution.
+    next) and reuses ``CausalConv3d``'s convolution call (oneDNN directly for CPU inference, channels-last). A
+    temporal kernel of 1 is a plain per-frame convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int] = 3,
@@ -34,12 +34,12 @@ class GroupCausalConv3d(nn.Conv3d):
             raise ValueError(f"GroupCausalConv3d supports temporal kernels 1 and 3, got {k[0]}")
         if group < 1:
             raise ValueError(f"group must be >= 1, got {group}")
-        super().__init__(in_channels, out_channels, k, padding=(0, k[1] // 2, k[2] // 2), bias=bias)
+        super().__init__(in_channels, out_channels, k, bias=bias)  # spatial padding k // 2, no temporal padding
         self.group = group
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:  # (B, C, T, H, W)
         if self.kernel_size[0] == 1:
-            return super().forward(x)
+            return self._conv(x, self._cpu_inference_dtype(x))
         prev = state.get(self) if state is not None else None
         outputs = []
         if prev is None:  # the clip's first frame, padded [x0, x0, 0]: one window, i.e. a 2-D conv with the
@@ -67,6 +67,6 @@ class GroupCausalConv3d(nn.Conv3d):
         leads = torch.cat([lead, x[:, :, g - 1 :: g][:, :, : n - 1]], dim=2).unsqueeze(3)  # (B, C, n, 1, H, W)
         padded = torch.cat([leads, groups, torch.zeros_like(leads)], dim=3)  # (B, C, n, g+2, H, W)
         padded = padded.transpose(1, 2).reshape(b * n, c, g + 2, h, w)  # groups into the batch
-        y = F.conv3d(padded, self.weight, self.bias, 1, self.padding)  # (B*n, O, g, H, W)
+        y = self._conv(padded, self._cpu_inference_dtype(padded))  # (B*n, O, g, H, W)
         o = y.shape[1]
         return y.reshape(b, n, o, g, h, w).transpose(1, 2).reshape(b, o, t, h, w)
