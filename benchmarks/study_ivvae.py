@@ -161,7 +161,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         f"(IV-VAE's claim is that causal convolutions treat frames unequally); prediction of frames "
         f"{args.context}..{args.frames - 1} from the first {args.context} against copying the last observed frame. "
         "Speed: one-pass encode and decode of a 17x64x64 clip, fastest of 5 with the three architectures interleaved, "
-        "one thread of a shared machine (rough; the same for both objectives).\n\n"
+        "one thread of a shared machine (rough; the same for both objectives). Train minutes: wall time under a "
+        "varying load, not comparable between rows.\n\n"
         + head + body +
         "\nGCConv (no KTC) is `IVVAEConfig(keyframe_compression=False)` at width 5 (about the same parameters), "
         "trained from a saved random init at ivvae-tiny's learning rate. Not measured here: ST-LPIPS (no "
