@@ -174,9 +174,10 @@ class IVVAE(nn.Module):
         - temporal downsampling starts as the mean of each pair, temporal upsampling as frame repetition;
         - the posterior's log-variance biases start at ``INITIAL_LOGVAR``.
 
-        Measured (``tests/test_ivvae_learning.py``'s setting, 150 steps on two 5-frame clips): 21.1 dB with this
-        init, 21.3 dB with PyTorch's default (IV-VAE normalises before almost every conv, so the scale matters
-        little), 19.0 dB with live residual branches (the identity start is what counts here).
+        Measured by ``benchmarks/ivvae_init_variants.py`` (150 steps; two 5-frame clips / four images, 32x32):
+        21.1 / 23.3 dB with this init, 21.3 / 22.6 dB with PyTorch's default (IV-VAE normalises before almost every
+        conv, so the scale matters little), 18.8 / 20.9 dB with live residual branches (the identity start is what
+        counts here).
         """
         if self.encoder.head.fuse.weight.is_meta:
             return  # built on the meta device to receive loaded tensors
