@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from pvvae_cli.cli.common import fail
-from pvvae_cli.models.pvvae.config import PADDING_MODES, PRESETS
+from pvvae_cli.models import registry
+from pvvae_cli.models.pvvae.config import PADDING_MODES
 from pvvae_cli.train.config import (
     DEFAULT_LR,
     FALLBACK_LR,
@@ -31,12 +32,12 @@ Stage = StrEnum("Stage", {s: s for s in STAGES if s != "decoder"})
 Precision = StrEnum("Precision", {p: p for p in PRECISIONS})
 PaddingMode = StrEnum("PaddingMode", {m: m for m in PADDING_MODES})
 Perceptual = StrEnum("Perceptual", {p: p for p in PERCEPTUAL})
-PresetName = StrEnum("PresetName", {name: name for name in PRESETS})
+PresetName = StrEnum("PresetName", {name: name for name in registry.presets()})
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _STAGE_FLAG = {"image": "--stage image", "video": "--stage video", "decoder": "finetune-decoder"}
 _TRAIN = tuple(Stage)  # the stages of options that only `train` has
-_TC = "/".join(str(t) for t in sorted({c.temporal_compression for c in PRESETS.values()}))  # "4" today
+_TC = "/".join(str(t) for t in sorted({c.temporal_compression for c in registry.presets().values()}))  # "4" today
 
 
 def _help(text: str, key: str, stages: tuple[str, ...] = STAGES) -> str:

@@ -57,6 +57,8 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family("VideoVAE", "pvvae_cli.models.pvvae.config:VAEConfig", "pvvae_cli.models.pvvae.model:VideoVAE",
                "pvvae_cli.models.pvvae.config:PRESETS"),
+        Family("IVVAE", "pvvae_cli.models.ivvae.config:IVVAEConfig", "pvvae_cli.models.ivvae.model:IVVAE",
+               "pvvae_cli.models.ivvae.config:PRESETS"),
     )
 }
 

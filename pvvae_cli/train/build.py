@@ -1,4 +1,4 @@
-"""What a PV-VAE run trains: the model it starts from, which of its parameters learn, and the optimisers.
+"""What a run trains: the model it starts from, which of its parameters learn, and the optimisers.
 
 The values here (AdamW betas, weight-decay groups, the discriminator's optimiser) are the training recipe;
 the README's Training section documents them.
@@ -28,22 +28,32 @@ def resolve_init(spec: str) -> str:
 
 
 def build_vae(cfg: TrainConfig):
-    """The model a run starts from: ``--init`` weights or a ``--preset`` with random weights, with the padding
-    mode of the run (``--padding``; the decoder stage keeps the model's, it is frozen there)."""
-    from pvvae_cli.models.pvvae.model import VideoVAE
+    """The model a run starts from (any registered family): ``--init`` weights or a ``--preset`` with random
+    weights, with the padding mode of the run (``--padding``; the decoder stage keeps the model's, it is frozen
+    there)."""
+    from pvvae_cli.models import registry
+    from pvvae_cli.models.weights import load_pretrained
 
     if cfg.init is not None:
-        vae = VideoVAE.from_pretrained(resolve_init(cfg.init))
+        vae = load_pretrained(resolve_init(cfg.init))
     else:
-        vae = VideoVAE.from_preset(cfg.preset)
+        vae = registry.build_model(registry.get_preset(cfg.preset))
     if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
         # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
         state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}
-        vae_new = VideoVAE(vae.config.replace(padding_mode=cfg.padding))
+        vae_new = registry.build_model(vae.config.replace(padding_mode=cfg.padding))
         missing, unexpected = vae_new.load_state_dict(state, strict=False)
         assert set(missing) <= {"padding_token"} and not unexpected, (missing, unexpected)
         vae = vae_new
     return vae.train()
+
+
+def last_layer_weight(vae) -> torch.Tensor:
+    """The decoder's output weight, on which the adaptive GAN weight balances gradients: a family names its own
+    with ``last_layer_weight()``; PV-VAE's is ``decoder.conv_out``."""
+    if hasattr(vae, "last_layer_weight"):
+        return vae.last_layer_weight()
+    return vae.decoder.conv_out.weight
 
 
 def trainable_parameters(vae, stage: str) -> list[nn.Parameter]:

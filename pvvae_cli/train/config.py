@@ -17,7 +17,8 @@ from typing import Any
 
 from pvvae_cli.errors import PvvaeError
 from pvvae_cli.frames import frame_rule_message, is_valid_frame_count
-from pvvae_cli.models.pvvae.config import PADDING_MODES, PRESETS
+from pvvae_cli.models import registry
+from pvvae_cli.models.pvvae.config import PADDING_MODES
 
 STAGES = ("image", "video", "decoder")
 PRECISIONS = ("fp32", "bf16")
@@ -105,8 +106,9 @@ class TrainConfig:
             raise ConfigError("give --preset NAME (random initial weights) or --init WEIGHTS (earlier weights)")
         if self.preset is not None and self.init is not None:
             raise ConfigError(f"give --preset or --init, not both (got preset {self.preset!r}, init {self.init!r})")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise bad("preset", f"must be one of {', '.join(PRESETS)}")
+        presets = registry.presets()  # every family's
+        if self.preset is not None and self.preset not in presets:
+            raise bad("preset", f"must be one of {', '.join(presets)}")
         if not self.data:
             raise ConfigError("no training data: pass --data DIR (repeatable) or --data synthetic:KIND")
         if not isinstance(self.frames, int):
@@ -114,7 +116,7 @@ class TrainConfig:
         # 1 + tc*k with the model's temporal factor tc: a preset's is known here, --init weights' once they are
         # loaded (the trainer checks then, before anything is written).
         if self.preset is not None:
-            self.check_frames(PRESETS[self.preset].temporal_compression)
+            self.check_frames(presets[self.preset].temporal_compression)
         elif self.frames < 1:
             raise bad("frames", "must be >= 1")
         if self.stage == "image" and self.frames != 1:
@@ -211,7 +213,8 @@ def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
 # Peak learning rate per preset when --lr is not given: the paper's 5e-5 is for its 661 M-parameter model; small
 # models learn many times faster at larger rates. Measured by overfitting fixed clips (benchmarks/bench_learning.py;
 # README "Does it learn?"): tiny, 4 images 64x64, 300 Adam steps: 30.4 dB at 1e-3, 26.3 dB at 3e-4.
-DEFAULT_LR: dict[str, float] = {"tiny": 1e-3, "small": 3e-4, "small-t4s8": 3e-4, "base": 5e-5}
+DEFAULT_LR: dict[str, float] = {"tiny": 1e-3, "small": 3e-4, "small-t4s8": 3e-4, "base": 5e-5,
+                                "ivvae-tiny": 3e-4, "ivvae-small": 3e-4, "ivvae-z16": 5e-5}
 FALLBACK_LR = 5e-5  # the paper's, for models of another name (e.g. weights trained elsewhere)
 
 

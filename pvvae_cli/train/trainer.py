@@ -25,7 +25,13 @@ from pvvae_cli.runtime import distributed as dist
 from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
 from pvvae_cli.train import checkpoints as ckpts
 from pvvae_cli.train import losses
-from pvvae_cli.train.build import build_disc_optimizer, build_optimizer, build_vae, trainable_parameters
+from pvvae_cli.train.build import (
+    build_disc_optimizer,
+    build_optimizer,
+    build_vae,
+    last_layer_weight,
+    trainable_parameters,
+)
 from pvvae_cli.train.checkpoints import TrainError
 from pvvae_cli.train.config import RESUMABLE_OVERRIDES, TrainConfig, default_lr
 from pvvae_cli.train.data import make_dataset, make_loader
@@ -184,7 +190,7 @@ def train(
                         if gan_on:
                             disc.requires_grad_(False)  # the generator's loss must not train D
                             terms["gan"] = losses.generator_adv_loss(disc(out.recon))
-                            scale = losses.adaptive_gan_weight(loss, terms["gan"], vae.decoder.conv_out.weight) \
+                            scale = losses.adaptive_gan_weight(loss, terms["gan"], last_layer_weight(vae)) \
                                 if cfg.gan_adaptive else torch.ones((), device=device)
                             loss = loss + cfg.gan_weight * scale * terms["gan"]
                             _accumulate(log_terms, "gan_scale", scale, cfg.grad_accum)

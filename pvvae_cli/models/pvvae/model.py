@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvvae_cli.frames import check_frame_count
-from pvvae_cli.models import weights
+from pvvae_cli.models import latent_space, weights
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.posterior import DiagonalGaussian
@@ -258,38 +258,13 @@ class VideoVAE(nn.Module):
         ``mode``: ``learnable`` (the model's padding token) or ``gaussian`` (N(0, I) samples); default is the
         config's ``padding_mode``.
         """
-        mode = mode or self.config.padding_mode
-        if num_frames < 0:
-            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        if num_frames == 0:
-            return z
-        b, c, _, h, w = z.shape
-        if mode == "learnable":
-            if self.padding_token is None:
-                raise ValueError("this model has no learned padding tokens (trained with gaussian padding); "
-                                 "use gaussian padding")
-            pad = self.padding_token.to(z.dtype).view(1, c, 1, 1, 1).expand(b, c, num_frames, h, w)
-        elif mode == "gaussian":
-            pad = torch.randn((b, c, num_frames, h, w), generator=generator, device=z.device, dtype=z.dtype)
-        else:
-            raise ValueError(f"unknown padding mode {mode!r}; use learnable or gaussian")
-        return torch.cat([z, pad], dim=2)
+        return latent_space.pad_latents(z, num_frames, mode or self.config.padding_mode, self.padding_token,
+                                        generator)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Map raw latents to per-channel standardised ones (identity if the config has no statistics)."""
-        mean, std = self._latent_stats(z)
-        return z if mean is None else (z - mean) / std
+        return latent_space.normalize_latents(self.config, z)
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         """The inverse of ``normalize_latents``."""
-        mean, std = self._latent_stats(z)
-        return z if mean is None else z * std + mean
-
-    def _latent_stats(self, z: torch.Tensor):
-        cfg = self.config
-        if cfg.latents_mean is None:
-            return None, None
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=z.device, dtype=z.dtype).view(shape)
-        std = torch.tensor(cfg.latents_std, device=z.device, dtype=z.dtype).view(shape)
-        return mean, std
+        return latent_space.denormalize_latents(self.config, z)

@@ -1,0 +1,316 @@
+"""``IVVAE``: the IV-VAE network (GCConv + KTC encoder/decoder with a KL posterior).
+
+It implements ``models.protocol.VideoAutoencoder``. Layouts and ranges at its boundary (``tc``, ``s``: the
+config's ``temporal_compression`` and ``spatial_compression``):
+- pixels ``x``: float ``(B, 3, 1+tc*k, H, W)`` in [-1, 1], ``H, W`` multiples of ``s``;
+- latents ``z``: ``(B, C, 1+k, H/s, W/s)``, channels ``[keyframe half (C/2) | motion half (C/2)]``, raw
+  (``normalize_latents`` maps them to the standardised space, the reference's ``scale * (z - shift)``).
+
+Latent frame ``j >= 1`` depends on pixel groups ``1..j`` only (GCConv is causal between groups), so streaming is
+exact: ``encode_chunk`` takes the first frame, then whole groups of ``tc`` frames; ``decode_chunk`` any number of
+latent frames. The decoder predicts ``[keyframe | motion]`` pixels (6 channels); the clip's first frame and the
+first frame of each group come from the keyframe half, the other frames of a group from the motion half.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pvvae_cli.frames import check_frame_count
+from pvvae_cli.models import latent_space, weights
+from pvvae_cli.models.blocks import FrameAttention
+from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
+from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
+from pvvae_cli.models.ivvae.layers import (
+    AtrousHead,
+    Downsample,
+    FrameConv,
+    KTCConv,
+    ResBlock,
+    Upsample,
+    attention,
+    conv,
+    norm,
+)
+from pvvae_cli.models.posterior import DiagonalGaussian
+
+# Initial log-variance of the posterior (std ~0.05): reconstruction starts at once and the KL term moves it from
+# there (the same choice and reason as VideoVAE.INITIAL_LOGVAR).
+INITIAL_LOGVAR = -6.0
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: IVVAEConfig) -> None:
+        super().__init__()
+        widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
+        self.conv_in = conv(cfg.in_channels, widths[0], 3, cfg.encoder_group(0), split)
+        self.levels = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        for i, width in enumerate(widths):
+            group, deepest = cfg.encoder_group(i), i == cfg.num_stages
+            blocks: list[nn.Module] = []
+            for j in range(cfg.layers_per_block):
+                blocks.append(ResBlock(widths[max(i - 1, 0)] if j == 0 else width, width, group, split))
+                if deepest and cfg.attention:
+                    blocks.append(attention(width, split))
+            self.levels.append(nn.ModuleList(blocks))
+            if not deepest:
+                down: list[nn.Module] = [Downsample(width, cfg.is_temporal_stage(i), split)]
+                if i == cfg.num_stages - 1 and cfg.attention:
+                    down.append(attention(width, split))
+                self.downsamples.append(nn.ModuleList(down))
+        top = widths[-1]
+        self.mid = nn.ModuleList([ResBlock(top, top, 1, split)] + ([attention(top, split)] if cfg.attention else [])
+                                 + [ResBlock(top, top, 1, split)])
+        self.norm_out = norm(2 * top, split)
+        self.head = AtrousHead(2 * top, z)
+        # -> [key: mean, logvar | motion: mean, logvar] (without KTC just four quarters in the same order)
+        self.quant_conv = KTCConv(2 * z, z, z, 1, 1) if split else GroupCausalConv3d(2 * z, 2 * z, 1)
+
+    def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        h = self.conv_in(x, state)  # (B, 2*C0, T, H, W)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h, state)
+            if i < len(self.downsamples):
+                for layer in self.downsamples[i]:
+                    h = layer(h, state)
+        for block in self.mid:
+            h = block(h, state)  # (B, 2*C_top, t, h, w)
+        h = self.quant_conv(self.head(F.silu(self.norm_out(h))))  # (B, 2*z, t, h, w)
+        key, motion = h.chunk(2, dim=1)
+        key_mean, key_logvar = key.chunk(2, dim=1)
+        motion_mean, motion_logvar = motion.chunk(2, dim=1)
+        # The latent is [keyframe mean | motion mean] (the reference's channel order), then the log-variances.
+        return torch.cat([key_mean, motion_mean, key_logvar, motion_logvar], dim=1)  # (B, 2*z, t, h, w)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: IVVAEConfig) -> None:
+        super().__init__()
+        widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
+        self.temporal_compression = cfg.temporal_compression
+        self.split = split
+        top = widths[-1]
+        self.post_quant_conv = KTCConv(z, z // 2, z // 2, 1, 1) if split else GroupCausalConv3d(z, z, 1)
+        self.conv_in = FrameConv(z, 2 * top, 3)
+        self.mid = nn.ModuleList([ResBlock(top, top, 1, split)] + ([attention(top, split)] if cfg.attention else [])
+                                 + [ResBlock(top, top, 1, split)])
+        self.levels = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for i in reversed(range(len(widths))):
+            width, group, deepest = widths[i], cfg.encoder_group(i), i == cfg.num_stages
+            in_half = top if deepest else widths[i + 1] // 2  # every upsampling halves the width
+            blocks: list[nn.Module] = []
+            for j in range(cfg.layers_per_block + 1):
+                blocks.append(ResBlock(in_half if j == 0 else width, width, group, split))
+                if deepest and cfg.attention:
+                    blocks.append(attention(width, split))
+            self.levels.append(nn.ModuleList(blocks))
+            if i > 0:  # mirror of encoder stage i - 1: the temporal stages come first here
+                self.upsamples.append(Upsample(width, cfg.is_temporal_stage(i - 1), split))
+        self.norm_out = norm(2 * widths[0], split)
+        if split:  # [keyframe | motion] pixels
+            self.conv_out = KTCConv(2 * widths[0], cfg.in_channels, cfg.in_channels, 3, cfg.encoder_group(0))
+        else:
+            self.conv_out = GroupCausalConv3d(2 * widths[0], cfg.in_channels, 3, group=cfg.encoder_group(0))
+
+    def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        h = self.conv_in(self.post_quant_conv(z))  # (B, 2*C_top, t, h, w)
+        for block in self.mid:
+            h = block(h, state)
+        for i, blocks in enumerate(self.levels):
+            for block in blocks:
+                h = block(h, state)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](h, state)
+        out = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 6, T, H, W): [keyframe | motion] pixels
+        if not self.split:
+            return out  # (B, 3, T, H, W)
+        key, motion = out.chunk(2, dim=1)
+        starts_clip = state is None or state.first_call(self)
+        return torch.where(self.keyframe_mask(out.shape[2], starts_clip, out.device), key, motion)
+
+    def keyframe_mask(self, frames: int, starts_clip: bool, device: torch.device) -> torch.Tensor:
+        """``(1, 1, T, 1, 1)`` bool: the frames taken from the keyframe half (the clip's first frame and each
+        group's first frame; a chunk that does not start the clip starts at a group boundary)."""
+        index = torch.arange(frames, device=device) - int(starts_clip)
+        mask = (index < 0) | (index % self.temporal_compression == 0)
+        return mask.view(1, 1, -1, 1, 1)
+
+
+def _normal_(w: torch.Tensor, fan_in: int) -> None:
+    w.normal_(0.0, fan_in**-0.5)
+
+
+class IVVAE(nn.Module):
+    """IV-VAE: ``encode`` pixels to a ``DiagonalGaussian`` over latents, ``decode`` latents to pixels; also holds
+    the learnable padding token of predictive training (``config.padding_mode == "learnable"``)."""
+
+    def __init__(self, config: IVVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        if config.padding_mode == "learnable":
+            self.padding_token = nn.Parameter(torch.zeros(config.latent_channels))
+        else:
+            self.padding_token = None
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """All non-default initialisation, in one place; the lessons of ``VideoVAE.initialize_weights``:
+
+        - every convolution is scale preserving (normal, variance ``1 / fan_in``) and every GCConv starts as its
+          2-D counterpart on the *current* frame (the centre temporal tap; the previous and next taps start at
+          zero and learn from the first step), so an image and every frame of a video see the same statistics;
+        - the last conv of each residual branch and each attention's output projection start at zero (every block
+          starts as the identity);
+        - temporal downsampling starts as the mean of each pair, temporal upsampling as frame repetition;
+        - the posterior's log-variance biases start at ``INITIAL_LOGVAR``.
+
+        Measured by ``benchmarks/ivvae_init_variants.py`` (150 steps; two 5-frame clips / four images, 32x32):
+        21.1 / 23.3 dB with this init, 21.3 / 22.6 dB with PyTorch's default (IV-VAE normalises before almost every
+        conv, so the scale matters little), 18.8 / 20.9 dB with live residual branches (the identity start is what
+        counts here).
+        """
+        if self.encoder.head.fuse.weight.is_meta:
+            return  # built on the meta device to receive loaded tensors
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, GroupCausalConv3d):
+                    w = m.weight  # (O, I, kt, kh, kw)
+                    w.zero_()
+                    _normal_(w[:, :, w.shape[2] // 2], w.shape[1] * w.shape[3] * w.shape[4])
+                elif isinstance(m, nn.Conv2d):
+                    _normal_(m.weight, m.weight[0].numel())
+                elif isinstance(m, nn.Conv3d):  # temporal resampling: set below
+                    m.weight.zero_()
+                if isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.bias is not None:
+                    m.bias.zero_()
+            for m in self.modules():
+                if isinstance(m, ResBlock):
+                    for p in m.conv2.parameters():
+                        p.zero_()
+                elif isinstance(m, FrameAttention):
+                    m.proj.weight.zero_()
+                elif isinstance(m, Downsample) and m.time_conv is not None:
+                    w = m.time_conv.weight
+                    eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+                    m.time_conv.weight[:, :, 0, 0, 0] = 0.5 * eye
+                    m.time_conv.weight[:, :, 1, 0, 0] = 0.5 * eye
+                elif isinstance(m, Upsample) and m.time_conv is not None:
+                    w = m.time_conv.weight
+                    c = w.shape[1]
+                    eye = torch.eye(c, dtype=w.dtype, device=w.device)
+                    m.time_conv.weight[:c, :, 0, 0, 0] = eye  # even frames
+                    m.time_conv.weight[c:, :, 0, 0, 0] = eye  # odd frames
+            half = self.config.latent_channels // 2
+            quant = self.encoder.quant_conv
+            for bias in (quant.conv_2d.bias, quant.conv_3d.bias) if isinstance(quant, KTCConv) else quant.bias.chunk(2):
+                bias[half:].fill_(INITIAL_LOGVAR)  # each: [mean | logvar] of one half
+
+    # ------------------------------------------------------------------ construction and weights
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> IVVAE:
+        """A randomly initialised model of a preset (``ivvae-tiny``, ``ivvae-small``, ``ivvae-z16``)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown IV-VAE preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(PRESETS[name].replace(**overrides))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None,
+                        device: str | torch.device = "cpu") -> IVVAE:
+        """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
+        return weights.load_pretrained(name_or_path, revision=revision, device=device, expect=IVVAE)
+
+    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``."""
+        return weights.save_pretrained(self, directory, model_card=model_card)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def last_layer_weight(self) -> torch.Tensor:
+        """The weight the adaptive GAN loss weight is measured on: the decoder's motion-half output conv (it
+        makes three of every four frames)."""
+        out = self.decoder.conv_out
+        return out.conv_3d.weight if isinstance(out, KTCConv) else out.weight
+
+    # ------------------------------------------------------------------ shape checks
+    def check_pixels(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of ``s``."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        check_frame_count(t, cfg.temporal_compression)
+        s = cfg.spatial_compression
+        if h % s or w % s:
+            raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
+
+    def check_latents(self, z: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``z`` is ``(B, latent_channels, t, h, w)``."""
+        c = self.config.latent_channels
+        if z.ndim != 5 or z.shape[1] != c:
+            raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
+
+    # ------------------------------------------------------------------ one pass
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
+        self.check_pixels(x)
+        return DiagonalGaussian.from_moments(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped)."""
+        self.check_latents(z)
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.decode(z), posterior
+
+    # ------------------------------------------------------------------ streaming
+    def new_stream(self) -> StreamState:
+        """A fresh cache for one direction (encode or decode) of one clip or tile; see ``models.protocol``."""
+        return StreamState()
+
+    def encode_chunk(self, x: torch.Tensor, stream: StreamState) -> DiagonalGaussian:
+        """The next chunk ``(B, 3, n, H, W)`` in [-1, 1]: ``n = 1`` first, then a multiple of ``tc`` (whole groups).
+        Returns the posterior of its latent frames; concatenated they equal ``encode`` of the whole clip."""
+        tc = self.config.temporal_compression
+        first = not stream.has_started(self.encoder)
+        n = x.shape[2] if x.ndim == 5 else -1
+        if first and n != 1:
+            raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
+        if not first and (n < 1 or n % tc):
+            raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
+        self.check_pixels(x[:, :, :1])
+        stream.first_call(self.encoder)  # marks the stream as started
+        return DiagonalGaussian.from_moments(self.encoder(x, stream))
+
+    def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
+        """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) -> its pixels, not clamped; concatenated they
+        equal ``decode``."""
+        self.check_latents(z)
+        return self.decoder(z, stream)
+
+    # ------------------------------------------------------------------ latent space
+    def pad_latents(self, z: torch.Tensor, num_frames: int, mode: str | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append ``num_frames`` padding latent frames (``learnable`` token or ``gaussian``; default: the
+        config's ``padding_mode``)."""
+        return latent_space.pad_latents(z, num_frames, mode or self.config.padding_mode, self.padding_token,
+                                        generator)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return latent_space.normalize_latents(self.config, z)
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return latent_space.denormalize_latents(self.config, z)
