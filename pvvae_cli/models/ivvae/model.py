@@ -14,15 +14,12 @@ first frame of each group come from the keyframe half, the other frames of a gro
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvvae_cli.frames import check_frame_count
-from pvvae_cli.models import latent_space, weights
 from pvvae_cli.models.blocks import FrameAttention
+from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import StreamState
 from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
 from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
@@ -37,7 +34,6 @@ from pvvae_cli.models.ivvae.layers import (
     conv,
     norm,
 )
-from pvvae_cli.models.posterior import DiagonalGaussian
 
 # Initial log-variance of the posterior (std ~0.05): reconstruction starts at once and the KL term moves it from
 # there (the same choice and reason as VideoVAE.INITIAL_LOGVAR).
@@ -148,19 +144,18 @@ def _normal_(w: torch.Tensor, fan_in: int) -> None:
     w.normal_(0.0, fan_in**-0.5)
 
 
-class IVVAE(nn.Module):
+class IVVAE(CausalConvAutoencoder):
     """IV-VAE: ``encode`` pixels to a ``DiagonalGaussian`` over latents, ``decode`` latents to pixels; also holds
     the learnable padding token of predictive training (``config.padding_mode == "learnable"``)."""
+
+    presets = PRESETS
 
     def __init__(self, config: IVVAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        if config.padding_mode == "learnable":
-            self.padding_token = nn.Parameter(torch.zeros(config.latent_channels))
-        else:
-            self.padding_token = None
+        self._init_padding_token()
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -215,102 +210,8 @@ class IVVAE(nn.Module):
             for bias in (quant.conv_2d.bias, quant.conv_3d.bias) if isinstance(quant, KTCConv) else quant.bias.chunk(2):
                 bias[half:].fill_(INITIAL_LOGVAR)  # each: [mean | logvar] of one half
 
-    # ------------------------------------------------------------------ construction and weights
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> IVVAE:
-        """A randomly initialised model of a preset (``ivvae-tiny``, ``ivvae-small``, ``ivvae-z16``)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown IV-VAE preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(PRESETS[name].replace(**overrides))
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None,
-                        device: str | torch.device = "cpu") -> IVVAE:
-        """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
-        return weights.load_pretrained(name_or_path, revision=revision, device=device, expect=IVVAE)
-
-    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``."""
-        return weights.save_pretrained(self, directory, model_card=model_card)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def last_layer_weight(self) -> torch.Tensor:
         """The weight the adaptive GAN loss weight is measured on: the decoder's motion-half output conv (it
         makes three of every four frames)."""
         out = self.decoder.conv_out
         return out.conv_3d.weight if isinstance(out, KTCConv) else out.weight
-
-    # ------------------------------------------------------------------ shape checks
-    def check_pixels(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of ``s``."""
-        cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
-        t, h, w = x.shape[2:]
-        check_frame_count(t, cfg.temporal_compression)
-        s = cfg.spatial_compression
-        if h % s or w % s:
-            raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
-
-    def check_latents(self, z: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``z`` is ``(B, latent_channels, t, h, w)``."""
-        c = self.config.latent_channels
-        if z.ndim != 5 or z.shape[1] != c:
-            raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
-
-    # ------------------------------------------------------------------ one pass
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
-        self.check_pixels(x)
-        return DiagonalGaussian.from_moments(self.encoder(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped)."""
-        self.check_latents(z)
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    # ------------------------------------------------------------------ streaming
-    def new_stream(self) -> StreamState:
-        """A fresh cache for one direction (encode or decode) of one clip or tile; see ``models.protocol``."""
-        return StreamState()
-
-    def encode_chunk(self, x: torch.Tensor, stream: StreamState) -> DiagonalGaussian:
-        """The next chunk ``(B, 3, n, H, W)`` in [-1, 1]: ``n = 1`` first, then a multiple of ``tc`` (whole groups).
-        Returns the posterior of its latent frames; concatenated they equal ``encode`` of the whole clip."""
-        tc = self.config.temporal_compression
-        first = not stream.has_started(self.encoder)
-        n = x.shape[2] if x.ndim == 5 else -1
-        if first and n != 1:
-            raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
-        if not first and (n < 1 or n % tc):
-            raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
-        self.check_pixels(x[:, :, :1])
-        stream.first_call(self.encoder)  # marks the stream as started
-        return DiagonalGaussian.from_moments(self.encoder(x, stream))
-
-    def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
-        """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) -> its pixels, not clamped; concatenated they
-        equal ``decode``."""
-        self.check_latents(z)
-        return self.decoder(z, stream)
-
-    # ------------------------------------------------------------------ latent space
-    def pad_latents(self, z: torch.Tensor, num_frames: int, mode: str | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``num_frames`` padding latent frames (``learnable`` token or ``gaussian``; default: the
-        config's ``padding_mode``)."""
-        return latent_space.pad_latents(z, num_frames, mode or self.config.padding_mode, self.padding_token,
-                                        generator)
-
-    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return latent_space.normalize_latents(self.config, z)
-
-    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return latent_space.denormalize_latents(self.config, z)

@@ -10,18 +10,14 @@ config's ``temporal_compression`` and ``spatial_compression``, 4 and 16 for t4s1
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvvae_cli.frames import check_frame_count
-from pvvae_cli.models import latent_space, weights
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
+from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
-from pvvae_cli.models.posterior import DiagonalGaussian
-from pvvae_cli.models.pvvae.config import VAEConfig, get_preset
+from pvvae_cli.models.pvvae.config import PRESETS, VAEConfig
 
 
 def init_current_frame_(conv: nn.Conv2d | nn.Conv3d) -> None:
@@ -97,23 +93,21 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
 
 
-class VideoVAE(nn.Module):
+class VideoVAE(CausalConvAutoencoder):
     """PV-VAE: ``encode`` pixels to a ``DiagonalGaussian`` over latents, ``decode`` latents to pixels.
 
     Also holds the learnable padding token that predictive training appends for dropped latent frames
     (``config.padding_mode == "learnable"``); ``pad_latents`` appends it (or Gaussian noise).
     """
 
+    presets = PRESETS
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        if config.padding_mode == "learnable":
-            # One token per channel, shared by every padded position; zero is the prior's mean.
-            self.padding_token = nn.Parameter(torch.zeros(config.latent_channels))
-        else:
-            self.padding_token = None
+        self._init_padding_token()
         self.initialize_weights()
 
     # Initial log-variance of the posterior. At 0 (std 1) the sampled latents are mostly noise while the means
@@ -149,122 +143,3 @@ class VideoVAE(nn.Module):
         if bias is not None and not bias.is_meta:
             with torch.no_grad():
                 bias[self.config.latent_channels :].fill_(self.INITIAL_LOGVAR)
-
-    # ------------------------------------------------------------------ construction and weights
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> VideoVAE:
-        """A randomly initialised model of a preset (``tiny``, ``small``, ``base``, ...)."""
-        return cls(get_preset(name).replace(**overrides) if overrides else get_preset(name))
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, revision: str | None = None, device: str | torch.device = "cpu"
-    ) -> VideoVAE:
-        """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
-        return weights.load_pretrained(name_or_path, revision=revision, device=device, expect=VideoVAE)
-
-    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``."""
-        return weights.save_pretrained(self, directory, model_card=model_card)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    # ------------------------------------------------------------------ shape checks
-    def check_pixels(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of the spatial factor."""
-        cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
-        t, h, w = x.shape[2:]
-        check_frame_count(t, cfg.temporal_compression)
-        s = cfg.spatial_compression
-        if h % s or w % s:
-            raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
-
-    def check_latents(self, z: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``z`` is ``(B, latent_channels, t, h, w)``."""
-        c = self.config.latent_channels
-        if z.ndim != 5 or z.shape[1] != c:
-            raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
-
-    # ------------------------------------------------------------------ one-pass inference
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
-        self.check_pixels(x)
-        return DiagonalGaussian.from_moments(self.encoder(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped)."""
-        self.check_latents(z)
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    # ------------------------------------------------------------------ streaming (chunked) inference
-    # The one streaming implementation: the codec, tiling and the chunked helpers below all go through it.
-    def new_stream(self) -> StreamState:
-        """A fresh cache for one direction (encode or decode) of one clip or tile; see ``models.protocol``."""
-        return StreamState()
-
-    def encode_chunk(self, x: torch.Tensor, stream: StreamState) -> DiagonalGaussian:
-        """The next chunk ``(B, 3, n, H, W)`` in [-1, 1] of ``stream``'s clip: ``n = 1`` for the first chunk (the
-        first frame is encoded alone), then a multiple of ``tc``. Returns the posterior of its latent frames
-        (1, then ``n / tc``); concatenated along time they equal ``encode`` of the whole clip."""
-        tc = self.config.temporal_compression
-        first = not stream.has_started(self.encoder)
-        n = x.shape[2] if x.ndim == 5 else -1
-        if first and n != 1:
-            raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
-        if not first and (n < 1 or n % tc):
-            raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
-        self.check_pixels(x[:, :, :1])
-        stream.first_call(self.encoder)  # marks the stream as started
-        return DiagonalGaussian.from_moments(self.encoder(x, stream))
-
-    def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
-        """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) of ``stream``'s clip -> its pixels (the first
-        latent frame gives 1 frame, each later one ``tc``), not clamped; concatenated they equal ``decode``."""
-        self.check_latents(z)
-        return self.decoder(z, stream)
-
-    def encode_chunked(self, x: torch.Tensor, chunk_latents: int = 1) -> DiagonalGaussian:
-        """``encode`` through ``encode_chunk``, ``chunk_latents`` latent frames at a time (same result, bounded
-        memory)."""
-        self.check_pixels(x)
-        step = self.config.temporal_compression * chunk_latents
-        stream = self.new_stream()
-        parts = [self.encode_chunk(x[:, :, :1], stream)]
-        parts += [self.encode_chunk(x[:, :, i : i + step], stream) for i in range(1, x.shape[2], step)]
-        return DiagonalGaussian(torch.cat([p.mean for p in parts], 2), torch.cat([p.logvar for p in parts], 2))
-
-    def decode_chunked(self, z: torch.Tensor, chunk_latents: int = 1) -> torch.Tensor:
-        """``decode`` through ``decode_chunk``, ``chunk_latents`` latent frames at a time (same result, bounded
-        memory)."""
-        self.check_latents(z)
-        stream = self.new_stream()
-        parts = [self.decode_chunk(z[:, :, i : i + chunk_latents], stream) for i in range(0, z.shape[2], chunk_latents)]
-        return torch.cat(parts, dim=2)
-
-    # ------------------------------------------------------------------ latent space helpers
-    def pad_latents(
-        self, z: torch.Tensor, num_frames: int, mode: str | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Append ``num_frames`` padding latent frames to ``z`` ``(B, C, t, h, w)`` along time.
-
-        ``mode``: ``learnable`` (the model's padding token) or ``gaussian`` (N(0, I) samples); default is the
-        config's ``padding_mode``.
-        """
-        return latent_space.pad_latents(z, num_frames, mode or self.config.padding_mode, self.padding_token,
-                                        generator)
-
-    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Map raw latents to per-channel standardised ones (identity if the config has no statistics)."""
-        return latent_space.normalize_latents(self.config, z)
-
-    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """The inverse of ``normalize_latents``."""
-        return latent_space.denormalize_latents(self.config, z)
