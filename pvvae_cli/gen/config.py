@@ -9,13 +9,13 @@ name is a permanent ``config.json`` key.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from pvvae_cli.config_io import FrozenConfig
 
 
 @dataclass(frozen=True)
-class GenConfig:
+class GenConfig(FrozenConfig):
     """A Latte-style transformer over latents ``(C, t, h, w)``: ``depth`` blocks alternating spatial attention
     (over the ``(h/p)*(w/p)`` tokens of each latent frame) and temporal attention (over the ``t`` tokens of each
     position), adaLN-Zero conditioned on the flow time and an optional class label."""
@@ -95,23 +95,8 @@ class GenConfig:
     def conditional(self) -> bool:
         return self.num_classes > 0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in ("latents_mean", "latents_std", "class_names"):
-            if d[key] is not None:
-                d[key] = list(d[key])
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GenConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GenConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
-    def replace(self, **changes: Any) -> GenConfig:
-        return dataclasses.replace(self, **changes)
 
 
 # The presets registry: name -> architecture (the latent fields are filled in from the data). Latte's sizes

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pvvae_cli.config_io import unknown_keys
 from pvvae_cli.gen.config import PRESETS
 from pvvae_cli.train.config import ConfigError
 
@@ -93,10 +94,9 @@ class GenTrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> GenTrainConfig:
         d = {str(k).replace("-", "_"): v for k, v in d.items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown, known = unknown_keys(cls, d)
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(known)}")
         try:
             return cls(**d)
         except TypeError as e:

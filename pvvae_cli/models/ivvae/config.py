@@ -6,11 +6,11 @@ Every field name is a permanent ``config.json`` key. Widths are *per half*: ever
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from pvvae_cli.config_io import FrozenConfig, check_latent_stats
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 
 
@@ -19,7 +19,7 @@ def _is_pow2(n: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class IVVAEConfig:
+class IVVAEConfig(FrozenConfig):
     """Architecture of an IV-VAE.
 
     The encoder has ``log2(spatial_compression)`` downsampling stages; as in the reference code the *last*
@@ -77,15 +77,7 @@ class IVVAEConfig:
                              f"{self.base_channels} x {mults[1:]}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"IVVAEConfig.padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        for key in ("latents_mean", "latents_std"):
-            value = getattr(self, key)
-            if value is not None and len(value) != self.latent_channels:
-                raise ValueError(f"IVVAEConfig.{key} must have latent_channels={self.latent_channels} entries, "
-                                 f"got {len(value)}")
-        if self.latents_std is not None and any(s <= 0 for s in self.latents_std):
-            raise ValueError("IVVAEConfig.latents_std entries must be > 0")
-        if (self.latents_mean is None) != (self.latents_std is None):
-            raise ValueError("IVVAEConfig.latents_mean and latents_std must be given together")
+        check_latent_stats(self)
 
     @property
     def num_stages(self) -> int:
@@ -112,23 +104,8 @@ class IVVAEConfig:
     def tag(self) -> str:
         return f"t{self.temporal_compression}s{self.spatial_compression}c{self.latent_channels}"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in ("channel_multipliers", "latents_mean", "latents_std"):
-            if d[key] is not None:
-                d[key] = list(d[key])
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> IVVAEConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown IVVAEConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
-    def replace(self, **changes: Any) -> IVVAEConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def published_stats(scale: float, shift: float, channels: int) -> dict[str, tuple[float, ...]]:

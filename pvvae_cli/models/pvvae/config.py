@@ -6,10 +6,10 @@ training config of a run. Every field name is a permanent ``config.json`` key.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+
+from pvvae_cli.config_io import FrozenConfig, check_latent_stats
 
 PADDING_MODES = ("learnable", "gaussian")
 
@@ -19,7 +19,7 @@ def _is_pow2(n: int) -> bool:
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(FrozenConfig):
     """Architecture of a causal 3D video VAE.
 
     The encoder has ``log2(spatial_compression)`` downsampling stages; the first ``log2(temporal_compression)``
@@ -69,16 +69,7 @@ class VAEConfig:
             )
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"VAEConfig.padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        for key in ("latents_mean", "latents_std"):
-            value = getattr(self, key)
-            if value is not None and len(value) != self.latent_channels:
-                raise ValueError(
-                    f"VAEConfig.{key} must have latent_channels={self.latent_channels} entries, got {len(value)}"
-                )
-        if self.latents_std is not None and any(s <= 0 for s in self.latents_std):
-            raise ValueError("VAEConfig.latents_std entries must be > 0")
-        if (self.latents_mean is None) != (self.latents_std is None):
-            raise ValueError("VAEConfig.latents_mean and latents_std must be given together")
+        check_latent_stats(self)
 
     @property
     def num_stages(self) -> int:
@@ -93,23 +84,8 @@ class VAEConfig:
         """Short compression tag as used in the literature, e.g. ``t4s16c64``."""
         return f"t{self.temporal_compression}s{self.spatial_compression}c{self.latent_channels}"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in ("channel_multipliers", "latents_mean", "latents_std"):
-            if d[key] is not None:
-                d[key] = list(d[key])
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VAEConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
-    def replace(self, **changes: Any) -> VAEConfig:
-        return dataclasses.replace(self, **changes)
 
 
 # The presets registry: name -> config. Also the CLI's choices for --preset.
