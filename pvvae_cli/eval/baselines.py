@@ -25,20 +25,19 @@ import torch
 import torch.nn.functional as F
 
 from pvvae_cli.frames import check_frame_count
+from pvvae_cli.models.block_shortcut import from_blocks, to_blocks
 
 
 def _to_blocks(x: torch.Tensor, t: int, s: int) -> torch.Tensor:
     """``(B, 3, n*t, H, W)`` -> ``(B * n * H/s * W/s, 3*t*s*s)`` rows, one per block."""
-    b, c, tt, h, w = x.shape
-    x = x.reshape(b, c, tt // t, t, h // s, s, w // s, s).permute(0, 2, 4, 6, 1, 3, 5, 7)
-    return x.reshape(-1, c * t * s * s)
+    rows = to_blocks(x, t, s)
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def _from_blocks(rows: torch.Tensor, shape: tuple[int, ...], t: int, s: int) -> torch.Tensor:
     """The inverse of ``_to_blocks`` for a clip of ``shape`` ``(B, 3, n*t, H, W)``."""
     b, c, tt, h, w = shape
-    x = rows.reshape(b, tt // t, h // s, w // s, c, t, s, s).permute(0, 4, 1, 5, 2, 6, 3, 7)
-    return x.reshape(shape)
+    return from_blocks(rows.reshape(b, tt // t, h // s, w // s, -1), c, t, s)
 
 
 @dataclass

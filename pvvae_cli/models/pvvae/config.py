@@ -36,6 +36,10 @@ class VAEConfig(FrozenConfig):
     temporal_compression: int = 4
     spatial_compression: int = 16
     padding_mode: str = "learnable"  # how predictive training pads dropped latent frames
+    # A linear block codec beside the network (models/block_shortcut.py): the encoder adds its code to the posterior
+    # mean, the decoder adds its reconstruction to the pixels, and the network's own outputs start at zero, so the
+    # model starts as that linear codec (as block PCA once fitted: train --shortcut-pca) and learns the rest.
+    linear_shortcut: bool = False
     latents_mean: tuple[float, ...] | None = None  # per-channel statistics for latent normalisation
     latents_std: tuple[float, ...] | None = None
     name: str = field(default="custom", compare=True)

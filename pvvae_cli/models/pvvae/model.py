@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pvvae_cli.models.block_shortcut import BlockDecoder, BlockEncoder, init_from_pca_, init_orthonormal_
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
@@ -53,6 +54,8 @@ class Encoder(nn.Module):
         self.mid = MidBlock(widths[-1], cfg.mid_attention)
         self.norm_out = ChannelRMSNorm(widths[-1])
         self.conv_out = CausalConv3d(widths[-1], 2 * cfg.latent_channels, 3)
+        self.shortcut = (BlockEncoder(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression)
+                         if cfg.linear_shortcut else None)
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv_in(x, state)  # (B, C0, T, H, W)
@@ -62,7 +65,11 @@ class Encoder(nn.Module):
             if i < len(self.downsamples):
                 h = self.downsamples[i](h, state)
         h = self.mid(h, state)  # (B, C_top, t, h, w)
-        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w): mean, logvar
+        moments = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w): mean, logvar
+        if self.shortcut is None:
+            return moments
+        mean, logvar = moments.chunk(2, dim=1)
+        return torch.cat([mean + self.shortcut(x, state).to(mean.dtype), logvar], dim=1)
 
 
 class Decoder(nn.Module):
@@ -82,15 +89,19 @@ class Decoder(nn.Module):
                 self.upsamples.append(Upsample(widths[i], temporal=i <= cfg.num_temporal_stages))
         self.norm_out = ChannelRMSNorm(widths[0])
         self.conv_out = CausalConv3d(widths[0], cfg.in_channels, 3)
+        self.shortcut = (BlockDecoder(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression)
+                         if cfg.linear_shortcut else None)
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        linear = None if self.shortcut is None else self.shortcut(z, state)
         h = self.mid(self.conv_in(z, state), state)  # (B, C_top, t, h, w)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
                 h = block(h, state)
             if i < len(self.upsamples):
                 h = self.upsamples[i](h, state)
-        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
+        y = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
+        return y if linear is None else y + linear.to(y.dtype)
 
 
 class VideoVAE(CausalConvAutoencoder):
@@ -133,7 +144,10 @@ class VideoVAE(CausalConvAutoencoder):
         - the last conv of each residual branch (and the attention's output projection) starts at zero, so each
           block starts as the identity and the trunk carries the signal through the whole depth;
         - temporal upsampling starts as frame repetition (its two output halves copy the input);
-        - the posterior's log-variance bias starts at ``INITIAL_LOGVAR``.
+        - the posterior's log-variance bias starts at ``INITIAL_LOGVAR``;
+        - with ``linear_shortcut``: the block codec starts as a random orthonormal projection and its transpose, and
+          the network's own outputs (the encoder's mean half, the decoder's pixels) start at zero: the model starts
+          as that linear codec, and as the PCA codec after ``init_shortcut_from_pca``.
         """
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
@@ -143,3 +157,19 @@ class VideoVAE(CausalConvAutoencoder):
         if bias is not None and not bias.is_meta:
             with torch.no_grad():
                 bias[self.config.latent_channels :].fill_(self.INITIAL_LOGVAR)
+        if self.config.linear_shortcut and not self.encoder.shortcut.first.is_meta:
+            init_orthonormal_(self.encoder.shortcut, self.decoder.shortcut)
+            with torch.no_grad():
+                c = self.config.latent_channels
+                self.encoder.conv_out.weight[:c].zero_()
+                self.encoder.conv_out.bias[:c].zero_()
+                self.decoder.conv_out.weight.zero_()
+                self.decoder.conv_out.bias.zero_()
+
+    def init_shortcut_from_pca(self, pca) -> None:
+        """Set the linear shortcut to a fitted ``eval.baselines.BlockPCA`` of the model's geometry (``tc``, ``s``,
+        ``latent_channels`` components). Call it on a fresh model: with the network's outputs still at zero, the
+        model then reconstructs exactly as the PCA codec."""
+        if not self.config.linear_shortcut:
+            raise ValueError("this model has no linear shortcut (config linear_shortcut=false)")
+        init_from_pca_(self.encoder.shortcut, self.decoder.shortcut, pca)

@@ -1,0 +1,63 @@
+"""The linear block shortcut of PV-VAE (``models.block_shortcut``, config ``linear_shortcut``)."""
+
+import pytest
+import torch
+
+from pvvae_cli import VideoVAE
+from pvvae_cli.eval.baselines import BlockPCA
+from pvvae_cli.models.pvvae.config import VAEConfig
+from pvvae_cli.train.synthetic import SyntheticClips
+
+
+def clips(n=3, frames=9, size=32, seed=0):
+    data = SyntheticClips("mix", frames=frames, size=size, seed=seed)
+    return torch.stack([data[i] for i in range(n)])
+
+
+def shortcut_model(**overrides) -> VideoVAE:
+    torch.manual_seed(0)
+    return VideoVAE.from_preset("tiny", linear_shortcut=True, **overrides).eval()
+
+
+def test_pca_initialised_model_is_the_pca_codec():
+    x = clips()
+    pca = BlockPCA.fit([x], 4, 16, 8)
+    vae = shortcut_model()
+    vae.init_shortcut_from_pca(pca)
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+    assert (y - pca.reconstruct(x)).abs().max() < 1e-5
+    assert (y - x).abs().max() > 0.05  # a lossy codec, not the identity
+
+
+def test_shortcut_is_causal_and_streams_exactly():
+    vae = shortcut_model()
+    with torch.no_grad():  # make the network's branches live too, so both paths are checked
+        for p in (vae.encoder.conv_out.weight, vae.decoder.conv_out.weight):
+            p.normal_(0, 0.05)
+    x = clips(n=2)
+    with torch.no_grad():
+        post = vae.encode(x)
+        assert torch.allclose(vae.encode_chunked(x).mean, post.mean, atol=1e-5)
+        z = post.mean
+        assert torch.allclose(vae.decode_chunked(z), vae.decode(z), atol=1e-5)
+        x2 = x.clone()
+        x2[:, :, 5:] = 0  # change the last group: earlier latent frames must not move
+        assert torch.equal(vae.encode(x2).mean[:, :, :2], post.mean[:, :, :2])
+
+
+def test_shortcut_weights_round_trip_and_old_configs_load(tmp_path):
+    vae = shortcut_model()
+    vae.init_shortcut_from_pca(BlockPCA.fit([clips()], 4, 16, 8))
+    vae.save_pretrained(tmp_path / "w")
+    again = VideoVAE.from_pretrained(tmp_path / "w")
+    assert again.config.linear_shortcut and torch.equal(again.encoder.shortcut.rest, vae.encoder.shortcut.rest)
+    old = VAEConfig.from_dict({k: v for k, v in vae.config.to_dict().items() if k != "linear_shortcut"})
+    assert old.linear_shortcut is False  # config.json files from before the option build the plain network
+
+
+def test_init_from_pca_refuses_what_does_not_fit():
+    with pytest.raises(ValueError, match="no linear shortcut"):
+        VideoVAE.from_preset("tiny").init_shortcut_from_pca(BlockPCA.fit([clips()], 4, 16, 8))
+    with pytest.raises(ValueError, match="does not match"):
+        shortcut_model().init_shortcut_from_pca(BlockPCA.fit([clips()], 4, 16, 4))
