@@ -181,7 +181,7 @@ def train(
                         if gan_on:
                             disc.requires_grad_(False)  # the generator's loss must not train D
                             terms["gan"] = losses.generator_adv_loss(disc(out.recon))
-                            scale = losses.adaptive_gan_weight(loss, terms["gan"], vae.decoder.conv_out.weight) \
+                            scale = losses.adaptive_gan_weight(loss, terms["gan"], vae.last_decoder_weight()) \
                                 if cfg.gan_adaptive else torch.ones((), device=device)
                             loss = loss + cfg.gan_weight * scale * terms["gan"]
                             _accumulate(log_terms, "gan_scale", scale, cfg.grad_accum)

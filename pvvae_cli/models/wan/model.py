@@ -14,11 +14,15 @@ exists only when ``config.padding_mode == "learnable"``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pvvae_cli.frames import check_frame_count
+from pvvae_cli.models import weights
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.models.wan.config import PRESETS, WanVAEConfig
@@ -133,6 +137,19 @@ class WanVAE(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
+        """Write pvvae's weights folder (``config.json`` with ``class_name: WanVAE`` + ``model.safetensors``)."""
+        return weights.save_pretrained(self, directory, model_card=model_card)
+
+    # ------------------------------------------------------------------ training (protocol.TrainableAutoencoder)
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """The encoder's and ``quant_conv``'s: everything before the latents."""
+        yield from self.encoder.parameters()
+        yield from self.quant_conv.parameters()
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
 
     # ------------------------------------------------------------------ shape checks
     def check_pixels(self, x: torch.Tensor) -> None:
