@@ -3,8 +3,6 @@ torchvision lacks its compiled ops: the same shim as ``metrics.perceptual``)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
@@ -28,16 +26,9 @@ def import_diffusers_wan():
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise
-        # A torchvision without compiled ops for this torch (see metrics/perceptual.py): define the two op
-        # schemas its import registers fakes for, forget the half-imported modules, import again.
-        for mod in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "diffusers")]:
-            del sys.modules[mod]
-        schema = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        for op in ("nms", "qnms"):
-            try:
-                torch.library.define(f"torchvision::{op}", schema)
-            except RuntimeError:
-                pass  # defined by an earlier attempt
+        from pvvae_cli.metrics.perceptual import shim_torchvision
+
+        shim_torchvision("diffusers")
         from diffusers import AutoencoderKLWan
     return AutoencoderKLWan
 
