@@ -54,6 +54,28 @@ def test_encode_decode_a_diffusers_folder(wan_folders, tmp_path, arch):
     assert (info.num_frames, info.height, info.width) == (11, 40, 56)
 
 
+def test_tiled_and_bf16_encode_decode(wan_folders, tmp_path):
+    """Tiling and bf16 go through the same protocol. bf16 latents stay within 3 % (mean relative) of fp32 ones;
+    tiles of 32 px see much less context than this tiny random model's receptive field, so tiled latents differ
+    more (30-45 % measured at 64x96 for Wan2.2, 67 % for PV-VAE's tiny preset): checked for shape and sanity."""
+    clip = tmp_path / "c.mp4"
+    write_video(clip, moving(5, h=48, w=64), fps=8)
+    folder = str(wan_folders / "wan2.2")
+    tiles = ["--tile", "on", "--tile-size", "32", "--tile-overlap", "16"]
+    for name, extra in (("ref", ["--tile", "off"]), ("bf16", ["--tile", "off", "--dtype", "bf16"]), ("tiled", tiles)):
+        res = runner.invoke(app, ["encode", str(clip), "-o", str(tmp_path / name), "--model", folder, "-q", *extra])
+        assert res.exit_code == 0, res.output
+    ref, bf16, tiled = (load_latent(tmp_path / n / "c.safetensors")[0].float() for n in ("ref", "bf16", "tiled"))
+    assert ref.shape == bf16.shape == tiled.shape == (6, 2, 3, 4)
+    assert (bf16 - ref).abs().mean() / ref.abs().mean() < 0.03
+    assert torch.isfinite(tiled).all() and (tiled - ref).abs().mean() / ref.abs().mean() < 0.6
+    res = runner.invoke(app, ["decode", str(tmp_path / "tiled"), "-o", str(tmp_path / "rec"), "-q", *tiles,
+                              "--dtype", "bf16"])
+    assert res.exit_code == 0, res.output
+    info = probe(tmp_path / "rec" / "c.mp4")
+    assert (info.num_frames, info.height, info.width) == (5, 48, 64)
+
+
 def test_finetune_recipe_on_a_tiny_wan(wan_folders, tmp_path, offline):
     folder = wan_folders / "wan2.1"
     run = tmp_path / "run"
