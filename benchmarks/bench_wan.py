@@ -24,10 +24,13 @@ from pathlib import Path
 
 import torch
 
+from pvvae_cli.models.wan.config import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
+
 DIFFUSERS_CONFIGS = {
     "wan2.1": {},
     "wan2.2": dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
-                   patch_size=2, scale_factor_spatial=16),
+                   patch_size=2, scale_factor_spatial=16, latents_mean=list(WAN22_LATENTS_MEAN),
+                   latents_std=list(WAN22_LATENTS_STD)),
 }
 
 

@@ -120,3 +120,20 @@ def test_original_pth_full_size_loads(tmp_path) -> None:
     torch.save(state, tmp_path / "Wan2.1_VAE.pth")
     with pytest.raises(WeightsError, match="missing tensors decoder.head.2.bias; unexpected tensors extra.weight"):
         load_model(tmp_path / "Wan2.1_VAE.pth")
+
+
+def test_hub_repo_id_of_a_pipeline_uses_its_vae(tmp_path, monkeypatch) -> None:
+    """``owner/name`` of a diffusers pipeline repo, from a filled hub cache (offline): its ``vae/`` is loaded."""
+    import huggingface_hub.constants as hub
+
+    ref = random_reference("wan2.1")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--wan-pipeline"
+    ref.save_pretrained(repo / "snapshots" / commit / "vae")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    model = load_model("someone/wan-pipeline")
+    assert isinstance(model, WanVAE)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())

@@ -127,6 +127,21 @@ class WanVAE(nn.Module):
         self.decoder = Decoder(config)
         # One token per channel for the latent frames predictive training drops; zero is the prior's mean.
         self.padding_token = nn.Parameter(torch.zeros(c)) if config.padding_mode == "learnable" else None
+        self.channels_last_kernels()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.channels_last_kernels())
+
+    def channels_last_kernels(self) -> None:
+        """Store every 3-D conv kernel channels-last (same values, same state-dict keys, no extra memory).
+
+        The CPU inference path feeds oneDNN channels-last activations, and oneDNN copies a standard-layout kernel
+        to channels-last on every call; for Wan's wide decoder layers at small sizes that copy costs more than the
+        convolution (1024 channels at 3x8x8: 0.53 s vs 0.29 s per call in fp32, 0.28 s vs 0.18 s in bf16,
+        measured on the build machine). Runs after ``load_state_dict`` too (a hook), since loading with
+        ``assign=True`` puts the file's tensors in place."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Conv3d) and m.weight.ndim == 5 and m.weight.shape[-3:] != (1, 1, 1):
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> WanVAE:
