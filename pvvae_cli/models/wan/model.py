@@ -128,20 +128,24 @@ class WanVAE(nn.Module):
         # One token per channel for the latent frames predictive training drops; zero is the prior's mean.
         self.padding_token = nn.Parameter(torch.zeros(c)) if config.padding_mode == "learnable" else None
         self.channels_last_kernels()
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.channels_last_kernels())
 
     def channels_last_kernels(self) -> None:
-        """Store every 3-D conv kernel channels-last (same values, same state-dict keys, no extra memory).
+        """Store every 3-D conv kernel channels-last (same values, same state-dict keys), one at a time.
 
         The CPU inference path feeds oneDNN channels-last activations, and oneDNN copies a standard-layout kernel
-        to channels-last on every call; for Wan's wide decoder layers at small sizes that copy costs more than the
-        convolution (1024 channels at 3x8x8: 0.53 s vs 0.29 s per call in fp32, 0.28 s vs 0.18 s in bf16,
-        measured on the build machine). Runs after ``load_state_dict`` too (a hook), since loading with
-        ``assign=True`` puts the file's tensors in place."""
+        to channels-last on every call; for Wan's wide decoder layers at small sizes (streaming decodes one latent
+        frame at a time) that copy costs more than the convolution (1024 channels at 3x8x8: 0.53 s vs 0.29 s per
+        call in fp32, 0.28 s vs 0.18 s in bf16, measured on the build machine). Loading with ``assign=True`` puts
+        the file's standard-layout tensors in place, so ``encode``/``decode`` call this again when needed (not a
+        load hook: the loader still holds the file's tensors then, and converting would double peak memory)."""
         with torch.no_grad():
             for m in self.modules():
-                if isinstance(m, nn.Conv3d) and m.weight.ndim == 5 and m.weight.shape[-3:] != (1, 1, 1):
+                if isinstance(m, nn.Conv3d) and m.weight.shape[-3:] != (1, 1, 1):
                     m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+
+    def _ensure_channels_last_kernels(self) -> None:
+        if not self.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d):
+            self.channels_last_kernels()
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> WanVAE:
@@ -201,10 +205,12 @@ class WanVAE(nn.Module):
         return self.decode(z), posterior
 
     def _encode(self, x: torch.Tensor, state: StreamState | None) -> DiagonalGaussian:
+        self._ensure_channels_last_kernels()
         h = self.encoder(patchify(x, self.config.patch_size), state)
         return DiagonalGaussian.from_moments(self.quant_conv(h))
 
     def _decode(self, z: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+        self._ensure_channels_last_kernels()
         return unpatchify(self.decoder(self.post_quant_conv(z), state), self.config.patch_size)
 
     # ------------------------------------------------------------------ streaming (see models.protocol)
