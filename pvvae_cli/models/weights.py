@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from pvvae_cli import __version__
 from pvvae_cli.errors import PvvaeError
@@ -132,10 +132,7 @@ def load_pretrained(
     weights_path = directory / WEIGHTS_NAME
     if not weights_path.is_file():
         raise WeightsError(f"{weights_path}: missing; a weights folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        tensors = load_file(weights_path, device=str(device))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise WeightsError(f"{weights_path}: not a readable safetensors file ({e})") from e
+    tensors = read_safetensors(weights_path, device)
     with torch.device("meta"):  # no memory and no init: every tensor comes from the file
         model = model_class(config)
     check_tensors(weights_path, {k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors,
@@ -174,6 +171,25 @@ def _load_foreign(path: Path, families: list[registry.Family], device, expect: t
         raise WeightsError(f"{path}: holds a {family.model_class.__name__}, not a {expect.__name__}; "
                            "load it with pvvae_cli.load_model")
     return family.foreign_loader(path, device).eval()
+
+
+def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, ``WeightsError`` if unreadable.
+
+    The file is opened once per tensor: a tensor read from an open file is a copy, but the file stays mapped
+    while open and every page read counts in the process's resident memory, so one open for the whole file
+    doubles peak memory whenever the caller then converts the tensors (measured: a 2.7 GiB Wan2.2 VAE converted
+    to channels-last peaked at 5.2 GiB with one open, 2.8 GiB with one per tensor)."""
+    try:
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            names = list(f.keys())
+        tensors = {}
+        for name in names:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                tensors[name] = f.get_tensor(name)
+        return tensors
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def check_tensors(source: Path, expected: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor],

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from pvvae_cli.models.wan.config import PRESETS, WanVAEConfig
-from pvvae_cli.models.weights import WeightsError, check_tensors
+from pvvae_cli.models.weights import WeightsError, check_tensors, read_safetensors
 
 DIFFUSERS_CLASS = "AutoencoderKLWan"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -101,14 +99,14 @@ def load_diffusers_folder(directory: Path, device: str | torch.device = "cpu"):
     if not weights_path.is_file():
         raise WeightsError(f"{weights_path}: missing (sharded or .bin diffusers weights are not supported; "
                            f"re-save with safe_serialization=True)")
-    return _build(config, _read_safetensors(weights_path, device), weights_path)
+    return _build(config, read_safetensors(weights_path, device), weights_path)
 
 
 def load_checkpoint_file(path: Path, device: str | torch.device = "cpu"):
     """A ``WanVAE`` from one file of Wan weights: the original layout (``.pth`` plain state dict or
     ``.safetensors``) or diffusers' keys in a ``.safetensors``. The architecture is inferred from the tensors."""
     if path.suffix == ".safetensors":
-        tensors = _read_safetensors(path, device)
+        tensors = read_safetensors(path, device)
     else:
         try:
             tensors = torch.load(path, map_location=device, weights_only=True)
@@ -123,13 +121,6 @@ def load_checkpoint_file(path: Path, device: str | torch.device = "cpu"):
         raise WeightsError(f"{path}: no encoder.conv1.weight / encoder.conv_in.weight: not a Wan VAE checkpoint")
     config = PRESETS["wan2.2"] if first.shape[1] == 12 else PRESETS["wan2.1"]
     return _build(config, tensors, path, original_key_map(config) if "encoder.conv1.weight" in tensors else None)
-
-
-def _read_safetensors(path: Path, device) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path, device=str(device))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def _build(config: WanVAEConfig, tensors: dict[str, torch.Tensor], source: Path,

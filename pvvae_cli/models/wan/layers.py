@@ -103,22 +103,27 @@ def frame_conv(conv: nn.Conv2d, x: torch.Tensor, stride: int = 1, padding: int =
     """Apply the 2-D ``conv`` to every frame of ``x`` ``(B, C, T, H, W)``, as a 3-D conv with a 1-frame kernel
     (no reshape of the activations to ``(B*T, C, H, W)`` and back).
 
-    Inference on the CPU calls oneDNN directly on channels-last activations, like ``CausalConv3d``, with the
-    kernel cached as a channels-last 5-D copy in the compute dtype (see ``WanVAE.channels_last_kernels`` for why)."""
+    Inference on the CPU calls oneDNN directly on channels-last activations, as ``CausalConv3d`` does, with the
+    parameter itself in fp32 (``WanVAE.channels_last_kernels`` stores it channels-last, so its 5-D view is too) and
+    a cached channels-last cast copy in bf16."""
     fast = cpu_inference_dtype(x, conv.weight)
     pad, step = (0, padding, padding), (1, stride, stride)
     if fast is None:
         bias = conv.bias.to(x.dtype) if conv.bias is not None else None
         return F.conv3d(x, conv.weight.to(x.dtype).unsqueeze(2), bias, step, pad)
-    w = conv.weight
-    key = (fast, w._version, w.data_ptr(), None if conv.bias is None else (conv.bias._version, conv.bias.data_ptr()))
-    cache = conv.__dict__.get("_frame_kernel")
-    if cache is None or cache[0] != key:
-        kernel = w.detach().to(fast).unsqueeze(2).contiguous(memory_format=torch.channels_last_3d)
-        cache = (key, kernel, None if conv.bias is None else conv.bias.detach().to(fast))
-        conv.__dict__["_frame_kernel"] = cache  # a plain attribute: never part of the state dict
+    w, b = conv.weight, conv.bias
+    if fast == w.dtype:
+        kernel, bias = w.detach().unsqueeze(2), None if b is None else b.detach()
+    else:
+        key = (fast, w._version, w.data_ptr(), None if b is None else (b._version, b.data_ptr()))
+        cache = conv.__dict__.get("_frame_kernel")
+        if cache is None or cache[0] != key:
+            kernel = w.detach().unsqueeze(2).to(fast, memory_format=torch.channels_last_3d)
+            cache = (key, kernel, None if b is None else b.detach().to(fast))
+            conv.__dict__["_frame_kernel"] = cache  # a plain attribute: never part of the state dict
+        kernel, bias = cache[1], cache[2]
     x = x.to(fast).contiguous(memory_format=torch.channels_last_3d)
-    return torch.ops.aten.mkldnn_convolution(x, cache[1], cache[2], pad, step, (1, 1, 1), 1)
+    return torch.ops.aten.mkldnn_convolution(x, kernel, bias, pad, step, (1, 1, 1), 1)
 
 
 class _Step(nn.Module):

@@ -130,18 +130,21 @@ class WanVAE(nn.Module):
         self.channels_last_kernels()
 
     def channels_last_kernels(self) -> None:
-        """Store every 3-D conv kernel channels-last (same values, same state-dict keys), one at a time.
+        """Store the conv kernels of the CPU inference path channels-last (same values and state-dict keys), one at
+        a time, so no more than one extra kernel exists at once.
 
-        The CPU inference path feeds oneDNN channels-last activations, and oneDNN copies a standard-layout kernel
-        to channels-last on every call; for Wan's wide decoder layers at small sizes (streaming decodes one latent
-        frame at a time) that copy costs more than the convolution (1024 channels at 3x8x8: 0.53 s vs 0.29 s per
-        call in fp32, 0.28 s vs 0.18 s in bf16, measured on the build machine). Loading with ``assign=True`` puts
-        the file's standard-layout tensors in place, so ``encode``/``decode`` call this again when needed (not a
-        load hook: the loader still holds the file's tensors then, and converting would double peak memory)."""
+        That path feeds oneDNN channels-last activations, and oneDNN reorders a standard-layout kernel on every
+        call; for Wan's wide layers at small sizes (streaming decodes one latent frame at a time) the reorder
+        costs more than the convolution (1024 channels at 3x8x8: 0.53 s vs 0.29 s per call in fp32, 0.28 s vs
+        0.18 s in bf16, measured on the build machine). Loaders put the file's standard-layout tensors in place,
+        so ``encode``/``decode`` call this again when needed (not a load hook: the loader still holds the file's
+        tensors then, and converting would double peak memory)."""
         with torch.no_grad():
             for m in self.modules():
                 if isinstance(m, nn.Conv3d) and m.weight.shape[-3:] != (1, 1, 1):
                     m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+                elif isinstance(m, nn.Conv2d) and m.weight.shape[-2:] != (1, 1):  # frame_conv's kernels
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     def _ensure_channels_last_kernels(self) -> None:
         if not self.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d):
