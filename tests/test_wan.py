@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from wan_reference import TINY_DIFFUSERS, random_reference
 
 from pvvae_cli.models.registry import load_model
 from pvvae_cli.models.wan.checkpoint import config_from_diffusers, original_key_map
 from pvvae_cli.models.wan.model import WanVAE
 from pvvae_cli.models.weights import WeightsError
-from tests.wan_reference import TINY_DIFFUSERS, random_reference
 
 ARCHS = ("wan2.1", "wan2.2")
 TOL = 1e-4  # fp32 max abs difference the issue asks for

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+from wan_reference import random_reference
 
 from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import load_latent
@@ -15,7 +16,6 @@ from pvvae_cli.media.video_io import probe
 from pvvae_cli.media.writer import write_video
 from pvvae_cli.models.registry import load_model
 from pvvae_cli.models.wan.model import WanVAE
-from tests.wan_reference import random_reference
 
 runner = CliRunner()
 
