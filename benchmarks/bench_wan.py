@@ -72,7 +72,8 @@ def worker(args) -> None:
 
             def dec(z):
                 stream = model.new_stream()
-                return torch.cat([model.decode_chunk(z[:, :, i : i + 1], stream) for i in range(z.shape[2])], 2)
+                out = torch.cat([model.decode_chunk(z[:, :, i : i + 1], stream) for i in range(z.shape[2])], 2)
+                return out.clamp(-1, 1)  # diffusers clamps
         else:
             enc = lambda v: model.encode(v).mean  # noqa: E731
             dec = lambda z: model.decode(z).clamp(-1, 1)  # noqa: E731  (diffusers clamps)
