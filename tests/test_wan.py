@@ -95,6 +95,8 @@ def test_load_diffusers_folder_and_original_pth(arch: str, tmp_path) -> None:
     # The original layout: rename diffusers' keys back with the map, save as a plain state dict.
     inverse = {ours: orig for orig, ours in original_key_map(model.config).items()}
     original = {inverse[k]: v for k, v in ref.state_dict().items()}
+    with pytest.raises(WeightsError, match="is a file of a weights folder; pass the folder"):
+        load_model(tmp_path / "pipe" / "vae" / "diffusion_pytorch_model.safetensors")
     if arch == "wan2.1":
         # A .pth infers the architecture from the tensors: only the real sizes load. Check the strict errors.
         pth = tmp_path / "Wan2.1_VAE.pth"

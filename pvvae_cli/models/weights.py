@@ -112,6 +112,8 @@ def load_pretrained(
     """Build the model of a weights folder or hub repo id (its family from ``class_name``), in eval mode; strict
     about every tensor. ``expect``: a class the model must be an instance of (``VideoVAE.from_pretrained``)."""
     path = Path(name_or_path).expanduser()
+    if path.is_file() and (path.parent / CONFIG_NAME).is_file():
+        raise WeightsError(f"{path}: is a file of a weights folder; pass the folder {path.parent}")
     if path.is_file() and path.suffix in _foreign_file_suffixes():
         return _load_foreign(path, _foreign_families(), device, expect)
     directory = resolve_weights_dir(name_or_path, revision)
