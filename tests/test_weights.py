@@ -147,7 +147,8 @@ def test_registry_load_model(saved):
     assert registry.family_of(vae.config).model_class is VideoVAE
     with pytest.raises(registry.ModelSpecError, match="not a registered model"):
         registry.family_of(object())
-    assert set(registry.presets()) == {"tiny", "small", "base", "small-t4s8", "ivvae-tiny", "ivvae-small", "ivvae-z16"}
+    assert set(registry.presets()) == {"tiny", "small", "base", "small-t4s8", "ivvae-tiny", "ivvae-small", "ivvae-z16",
+                                       "wan2.1", "wan2.2"}
 
 
 def test_errors_are_pvvae_errors():

@@ -58,8 +58,9 @@ _DATA_HELP = ("Training data: a folder of videos/images (searched recursively; r
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML or JSON file of options (keys = option "
                                                 "names); flags override it.", dir_okay=False)]
 PresetOpt = Annotated[PresetName | None, typer.Option(help="Start from random weights of this preset.")]
-InitOpt = Annotated[str | None, typer.Option(help="Start from these weights: a weights folder, a hub repo id, or "
-                                                  "a finished run folder (its weights/).")]
+InitOpt = Annotated[str | None, typer.Option(help="Start from these weights: a weights folder, a hub repo id, "
+                                                  "a finished run folder (its weights/), or a Wan VAE (diffusers "
+                                                  "folder or Wan2.x_VAE.pth).")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data", help=_DATA_HELP, metavar="DIR|synthetic:KIND")]
 ValDataOpt = Annotated[list[str] | None, typer.Option(
     "--val-data", metavar="DIR|synthetic:KIND",

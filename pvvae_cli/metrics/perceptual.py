@@ -35,16 +35,22 @@ def import_lpips():
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith(("torchvision.", "lpips"))]:
-            del sys.modules[name]
-        for op in ("nms", "qnms"):
-            try:
-                schema = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-                torch.library.define(f"torchvision::{op}", schema)
-            except RuntimeError:
-                pass  # already defined by an earlier attempt
+        shim_torchvision("lpips")
         import lpips
     return lpips
+
+
+def shim_torchvision(*dependents: str) -> None:
+    """After an import failed on ``torchvision::nms``: forget the half-imported torchvision (and the packages named
+    in ``dependents``, e.g. ``lpips``, ``diffusers``) and define the two op schemas, so the next import works."""
+    prefixes = ("torchvision", *dependents)
+    for name in [m for m in sys.modules if m.split(".")[0] in prefixes]:
+        del sys.modules[name]
+    for op in ("nms", "qnms"):
+        try:
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:
+            pass  # already defined by an earlier attempt
 
 
 def load_lpips(net: str = "alex", random_backbone: bool = False) -> torch.nn.Module:

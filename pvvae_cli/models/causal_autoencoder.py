@@ -61,6 +61,15 @@ class CausalConvAutoencoder(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ------------------------------------------------------------------ training (protocol.TrainableAutoencoder)
+    def encoder_parameters(self):
+        """What the decoder-only stage freezes."""
+        return self.encoder.parameters()
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        """The weight the adaptive GAN loss weight is measured on: the decoder's output conv."""
+        return self.decoder.conv_out.weight
+
     # ------------------------------------------------------------------ shape checks
     def check_pixels(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of the spatial factor."""

@@ -49,6 +49,16 @@ class StreamState:
         return sum(t.numel() * t.element_size() for t in self._cache.values())
 
 
+def cpu_inference_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype for calling oneDNN's convolution directly (CPU, no autograd, fp32 or bf16 compute), else None."""
+    if x.device.type != "cpu" or not _MKLDNN:
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return None
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+
+
 class CausalConv3d(nn.Conv3d):
     """``nn.Conv3d`` whose temporal padding is ``kernel_t - 1`` zero frames in the past.
 
@@ -103,13 +113,7 @@ class CausalConv3d(nn.Conv3d):
         return self._conv(padded, fast)
 
     def _cpu_inference_dtype(self, x: torch.Tensor) -> torch.dtype | None:
-        """The dtype for the direct oneDNN path (CPU, no autograd, fp32 or bf16 compute), else None."""
-        if x.device.type != "cpu" or not _MKLDNN:
-            return None
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return None
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        return dtype if dtype in (torch.float32, torch.bfloat16) else None
+        return cpu_inference_dtype(x, self.weight)
 
     def _conv(self, x: torch.Tensor, fast: torch.dtype | None) -> torch.Tensor:
         if fast is None:

@@ -22,9 +22,27 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvvae_cli.models.weights import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, WeightsError, read_config
+from pvvae_cli.models.weights import (
+    CARD_NAME,
+    CONFIG_NAME,
+    DIFFUSERS_WEIGHTS_NAME,
+    PIPELINE_SUBFOLDER,
+    WEIGHTS_NAME,
+    WeightsError,
+    read_config,
+)
 
-REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME,
+              # a diffusers VAE repo (e.g. AutoencoderKLWan), or a pipeline repo with it in vae/
+              DIFFUSERS_WEIGHTS_NAME, f"{PIPELINE_SUBFOLDER}/{CONFIG_NAME}",
+              f"{PIPELINE_SUBFOLDER}/{DIFFUSERS_WEIGHTS_NAME}")
+
+
+def _layout_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a pvvae weights folder or a diffusers VAE (at the root or in ``vae/``)."""
+    return any(all((folder / sub / name).is_file() for name in names)
+               for sub, names in ((".", (CONFIG_NAME, WEIGHTS_NAME)), (".", (CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME)),
+                                  (PIPELINE_SUBFOLDER, (CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME))))
 # A repo id as the hub spells them: two parts of letters, digits, '-', '_' and '.', neither starting with '.' or
 # '-'; optional '@revision' (anything but '@' and whitespace: branches may contain '/', e.g. refs/pr/1).
 _HUB_REF = re.compile(r"(?P<repo>[A-Za-z0-9_][\w.-]{0,95}/[A-Za-z0-9_][\w.-]{0,95})(?:@(?P<rev>[^@\s]+))?")
@@ -138,11 +156,14 @@ def download(
         commit = folder.name  # offline: the cache's folder is named by the commit
     snapshot = HubSnapshot(ref, folder, commit)
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
-    if missing:
+    if missing and not _layout_complete(folder):
         held = "the cached copy" if why_cache else "the repo"
         raise HubError(f"{snapshot.label}: {held} has no {' or '.join(missing)}; a pvvae weights repo holds "
-                       f"{CONFIG_NAME} + {WEIGHTS_NAME} (+ {CARD_NAME}), as `save_pretrained` writes them")
-    read_config(folder / CONFIG_NAME, snapshot.label)  # a wrong format fails here, in one line, not at first use
+                       f"{CONFIG_NAME} + {WEIGHTS_NAME} (+ {CARD_NAME}), as `save_pretrained` writes them (or a "
+                       f"diffusers VAE: {CONFIG_NAME} + {DIFFUSERS_WEIGHTS_NAME}, at the root or in "
+                       f"{PIPELINE_SUBFOLDER}/)")
+    if not missing:
+        read_config(folder / CONFIG_NAME, snapshot.label)  # a wrong format fails here, in one line, not at first use
     return snapshot
 
 
@@ -194,7 +215,7 @@ def _cached_commit(ref: HubRef, cache_dir) -> bool:
                                         allow_patterns=list(REPO_FILES), local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached (the class differs between client versions): ask the hub
         return False
-    return all((folder / name).is_file() for name in (CONFIG_NAME, WEIGHTS_NAME))
+    return _layout_complete(folder)
 
 
 def _cache_name(cache_dir) -> str:

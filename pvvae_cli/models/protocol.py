@@ -28,6 +28,7 @@ module) is family-specific: code that must work for every family uses only what 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -104,3 +105,30 @@ class VideoAutoencoder(Protocol):
     def eval(self) -> Any: ...
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class TrainableAutoencoder(VideoAutoencoder, Protocol):
+    """What predictive training (``train/``) uses beyond the codec's protocol. The config also has ``name`` (the
+    preset it came from: the default learning rate) and ``padding_mode``, and ``replace(**changes)``; the model
+    class builds from its config alone (``type(model)(config)``)."""
+
+    padding_token: torch.nn.Parameter | None  # the learned latent frame appended for dropped ones, if any
+
+    def pad_latents(self, z: torch.Tensor, num_frames: int, mode: str | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """``z`` ``(B, C, t, h, w)`` with ``num_frames`` padding latent frames appended (``learnable`` or
+        ``gaussian``; default: ``config.padding_mode``)."""
+        ...
+
+    def encoder_parameters(self) -> Iterator[torch.nn.Parameter]:
+        """Every parameter that determines the latents (what the decoder-only stage freezes)."""
+        ...
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        """The weight of the decoder's output layer (the adaptive GAN weight balances gradients there)."""
+        ...
+
+    def save_pretrained(self, directory: Any, model_card: str | None = None) -> Any:
+        """Write a pvvae weights folder (``config.json`` + ``model.safetensors`` + card)."""
+        ...

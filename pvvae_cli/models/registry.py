@@ -39,6 +39,10 @@ class Family:
     config: str
     model: str
     presets: str | None = None
+    # Weights published in another format: the diffusers ``_class_name`` of such folders, and a
+    # ``load_foreign(path, device)`` that reads them (and single checkpoint files) into the model.
+    diffusers_class: str | None = None
+    foreign: str | None = None
 
     @property
     def config_class(self) -> type:
@@ -47,6 +51,11 @@ class Family:
     @property
     def model_class(self) -> type:
         return _resolve(self.model)
+
+    @property
+    def foreign_loader(self) -> Any:
+        """``load_foreign(path, device) -> model`` for weights in a foreign format (None if the family has none)."""
+        return _resolve(self.foreign) if self.foreign else None
 
     def preset_configs(self) -> dict[str, Any]:
         return _resolve(self.presets) if self.presets else {}
@@ -59,6 +68,9 @@ FAMILIES: dict[str, Family] = {
                "pvvae_cli.models.pvvae.config:PRESETS"),
         Family("IVVAE", "pvvae_cli.models.ivvae.config:IVVAEConfig", "pvvae_cli.models.ivvae.model:IVVAE",
                "pvvae_cli.models.ivvae.config:PRESETS"),
+        Family("WanVAE", "pvvae_cli.models.wan.config:WanVAEConfig", "pvvae_cli.models.wan.model:WanVAE",
+               "pvvae_cli.models.wan.config:PRESETS", diffusers_class="AutoencoderKLWan",
+               foreign="pvvae_cli.models.wan.checkpoint:load_foreign"),
     )
 }
 
@@ -117,6 +129,8 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", revision: s
     - a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id ``owner/name`` or
       ``owner/name@revision`` (or ``revision=``: a branch, tag or commit; cached, offline-capable, see
       ``models/hub.py``): strict loading, ``WeightsError`` for any problem;
+    - a family's foreign format (``Family.foreign``): a diffusers folder (or a pipeline folder / repo with it in
+      ``vae/``), e.g. ``AutoencoderKLWan``, or a single checkpoint file such as Wan's ``Wan2.1_VAE.pth``;
     - ``preset:NAME``: RANDOM weights of a preset, drawn from torch's global generator (seed it for
       reproducibility); for tests and benchmarks only.
     """

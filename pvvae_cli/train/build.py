@@ -28,39 +28,37 @@ def resolve_init(spec: str) -> str:
 
 
 def build_vae(cfg: TrainConfig):
-    """The model a run starts from (any registered family): ``--init`` weights or a ``--preset`` with random
-    weights, with the padding mode of the run (``--padding``; the decoder stage keeps the model's, it is frozen
-    there)."""
-    from pvvae_cli.models import registry
-    from pvvae_cli.models.weights import load_pretrained
+    """The model a run starts from: ``--init`` weights of any family that implements
+    ``protocol.TrainableAutoencoder`` (a pvvae weights folder, a diffusers Wan VAE folder or Wan ``.pth``, a hub
+    id), or a ``--preset`` with random weights; with the padding mode of the run (``--padding``; the decoder stage
+    keeps the model's, it is frozen there)."""
+    from pvvae_cli.models.protocol import TrainableAutoencoder
+    from pvvae_cli.models.registry import build_model, get_preset, load_model
 
     if cfg.init is not None:
-        vae = load_pretrained(resolve_init(cfg.init))
+        vae = load_model(resolve_init(cfg.init))
+        if not isinstance(vae, TrainableAutoencoder):
+            raise TrainError(f"{cfg.init}: a {type(vae).__name__} cannot be trained here (it lacks what "
+                             "models.protocol.TrainableAutoencoder declares)")
     else:
-        vae = registry.build_model(registry.get_preset(cfg.preset))
+        vae = build_model(get_preset(cfg.preset))
     if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
         # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
         state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}
-        vae_new = registry.build_model(vae.config.replace(padding_mode=cfg.padding))
+        vae_new = type(vae)(vae.config.replace(padding_mode=cfg.padding))
         missing, unexpected = vae_new.load_state_dict(state, strict=False)
         assert set(missing) <= {"padding_token"} and not unexpected, (missing, unexpected)
         vae = vae_new
     return vae.train()
 
 
-def last_layer_weight(vae) -> torch.Tensor:
-    """The decoder's output weight, on which the adaptive GAN weight balances gradients: a family names its own
-    with ``last_layer_weight()``; PV-VAE's is ``decoder.conv_out``."""
-    if hasattr(vae, "last_layer_weight"):
-        return vae.last_layer_weight()
-    return vae.decoder.conv_out.weight
-
 
 def trainable_parameters(vae, stage: str) -> list[nn.Parameter]:
     """The parameters the stage trains. Stage 3 (decoder) freezes the encoder and the padding token; they are
     left out of the optimiser, so they stay bit-identical."""
     if stage == "decoder":
-        vae.encoder.requires_grad_(False)
+        for p in vae.encoder_parameters():
+            p.requires_grad_(False)
         if vae.padding_token is not None:
             vae.padding_token.requires_grad_(False)
     return [p for p in vae.parameters() if p.requires_grad]

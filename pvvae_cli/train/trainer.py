@@ -29,7 +29,6 @@ from pvvae_cli.train.build import (
     build_disc_optimizer,
     build_optimizer,
     build_vae,
-    last_layer_weight,
     trainable_parameters,
 )
 from pvvae_cli.train.checkpoints import TrainError
@@ -190,7 +189,7 @@ def train(
                         if gan_on:
                             disc.requires_grad_(False)  # the generator's loss must not train D
                             terms["gan"] = losses.generator_adv_loss(disc(out.recon))
-                            scale = losses.adaptive_gan_weight(loss, terms["gan"], last_layer_weight(vae)) \
+                            scale = losses.adaptive_gan_weight(loss, terms["gan"], vae.last_decoder_weight()) \
                                 if cfg.gan_adaptive else torch.ones((), device=device)
                             loss = loss + cfg.gan_weight * scale * terms["gan"]
                             _accumulate(log_terms, "gan_scale", scale, cfg.grad_accum)

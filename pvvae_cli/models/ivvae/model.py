@@ -210,7 +210,7 @@ class IVVAE(CausalConvAutoencoder):
             for bias in (quant.conv_2d.bias, quant.conv_3d.bias) if isinstance(quant, KTCConv) else quant.bias.chunk(2):
                 bias[half:].fill_(INITIAL_LOGVAR)  # each: [mean | logvar] of one half
 
-    def last_layer_weight(self) -> torch.Tensor:
+    def last_decoder_weight(self) -> torch.Tensor:
         """The weight the adaptive GAN loss weight is measured on: the decoder's motion-half output conv (it
         makes three of every four frames)."""
         out = self.decoder.conv_out
