@@ -61,3 +61,21 @@ def test_init_from_pca_refuses_what_does_not_fit():
         VideoVAE.from_preset("tiny").init_shortcut_from_pca(BlockPCA.fit([clips()], 4, 16, 8))
     with pytest.raises(ValueError, match="does not match"):
         shortcut_model().init_shortcut_from_pca(BlockPCA.fit([clips()], 4, 16, 4))
+
+
+def test_train_shortcut_pca_starts_at_the_pca_codec(tmp_path):
+    """``--shortcut-pca N``: the run's model has the shortcut, fitted on N training clips before step 0, so the
+    step-0 validation is far above the same preset without it; --init runs refuse the option."""
+    from conftest import read_metrics, tiny_train_config
+
+    from pvvae_cli.train.config import ConfigError
+    from pvvae_cli.train.trainer import train
+
+    plain = train(tiny_train_config(steps=1, val_every=1), tmp_path / "plain", quiet=True)
+    fitted = train(tiny_train_config(steps=1, val_every=1, shortcut_pca=8), tmp_path / "pca", quiet=True)
+    assert plain.status == fitted.status == "finished"
+    step0 = {name: read_metrics(tmp_path / name, "val")[0]["psnr_recon"] for name in ("plain", "pca")}
+    assert step0["pca"] > step0["plain"] + 3, step0
+    assert VideoVAE.from_pretrained(tmp_path / "pca" / "weights").config.linear_shortcut
+    with pytest.raises(ConfigError, match="use it with --preset"):
+        tiny_train_config(steps=1, shortcut_pca=8, preset=None, init=str(tmp_path / "pca" / "weights"))

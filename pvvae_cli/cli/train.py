@@ -148,6 +148,9 @@ def train(
     padding: Annotated[PaddingMode | None, typer.Option(help=_help(
         "Latents for dropped groups: learnable tokens (saved with the weights) or gaussian N(0, I).",
         "padding"))] = None,
+    shortcut_pca: Annotated[int | None, typer.Option(help=_help(
+        "With --preset: add a linear block shortcut to the model, fitted by block PCA on this many training clips "
+        "before step 0, so training starts at the best linear code (0 = none).", "shortcut_pca"))] = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,
     perceptual: PerceptualOpt = None,

@@ -41,7 +41,8 @@ def build_vae(cfg: TrainConfig):
             raise TrainError(f"{cfg.init}: a {type(vae).__name__} cannot be trained here (it lacks what "
                              "models.protocol.TrainableAutoencoder declares)")
     else:
-        vae = build_model(get_preset(cfg.preset))
+        preset = get_preset(cfg.preset)
+        vae = build_model(preset.replace(linear_shortcut=True) if cfg.shortcut_pca else preset)
     if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
         # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
         state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}
@@ -51,6 +52,21 @@ def build_vae(cfg: TrainConfig):
         vae = vae_new
     return vae.train()
 
+
+
+def fit_shortcut(vae, dataset, clips: int) -> None:
+    """Set the model's linear shortcut to the block PCA of the first ``clips`` training clips (``--shortcut-pca``):
+    with its network outputs still at zero, the model then starts as that PCA codec."""
+    from pvvae_cli.eval.baselines import BlockPCA
+
+    def clip(i: int):  # file datasets give (pixels, skipped files), synthetic ones the pixels
+        item = dataset[i]
+        return item[0] if isinstance(item, tuple) else item
+
+    cfg = vae.config
+    pca = BlockPCA.fit((clip(i) for i in range(clips)), cfg.temporal_compression, cfg.spatial_compression,
+                       cfg.latent_channels)
+    vae.init_shortcut_from_pca(pca)
 
 
 def trainable_parameters(vae, stage: str) -> list[nn.Parameter]:

@@ -68,6 +68,9 @@ class TrainConfig:
     predictive: bool = True  # False (--no-predictive) = plain reconstruction baseline, r = 0
     max_drop_ratio: float = 1.0  # r: k ~ U{0..floor((G-1) r)} dropped trailing groups
     padding: str = "learnable"  # learnable tokens | gaussian N(0, I) latents
+    # > 0 (with --preset): the model gets a linear block shortcut, fitted by block PCA on this many training clips
+    # before step 0, so training starts at the best linear code (VAEConfig.linear_shortcut)
+    shortcut_pca: int = 0
     mse_weight: float = 1.0
     motion_weight: float = 1.0
     perceptual: str = "none"  # one of PERCEPTUAL
@@ -107,6 +110,11 @@ class TrainConfig:
             raise ConfigError("give --preset NAME (random initial weights) or --init WEIGHTS (earlier weights)")
         if self.preset is not None and self.init is not None:
             raise ConfigError(f"give --preset or --init, not both (got preset {self.preset!r}, init {self.init!r})")
+        if self.shortcut_pca < 0:
+            raise ConfigError(f"shortcut-pca must be >= 0 clips, got {self.shortcut_pca}")
+        if self.shortcut_pca and self.preset is None:
+            raise ConfigError("--shortcut-pca builds a new model: use it with --preset (weights given with --init keep "
+                              "the shortcut they were trained with)")
         presets = registry.presets()  # every family's
         if self.preset is not None and self.preset not in presets:
             raise bad("preset", f"must be one of {', '.join(presets)}")

@@ -29,6 +29,7 @@ from pvvae_cli.train.build import (
     build_disc_optimizer,
     build_optimizer,
     build_vae,
+    fit_shortcut,
     trainable_parameters,
 )
 from pvvae_cli.train.checkpoints import TrainError
@@ -109,6 +110,8 @@ def train(
     # ---- data (a pure function of seed and position: built after the model, it draws nothing from torch's RNG)
     dataset = make_dataset(cfg.data, cfg.frames, cfg.size, cfg.frame_stride, seed=cfg.seed, temporal_compression=tc)
     val_clips = validation_clips(cfg, tc) if is_main else None
+    if cfg.shortcut_pca and not resume:  # every rank fits the same PCA (the data is a function of the position)
+        fit_shortcut(vae, dataset, cfg.shortcut_pca)
 
     step, skipped_files = 0, set()
     if resume:
