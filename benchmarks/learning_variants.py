@@ -13,6 +13,9 @@ MSE of ``decode(encode(x).mode())``; prints the final PSNR (dB) and the per-clip
 - ``shortcut``: a trainable linear block codec added beside the network (a (tc, s, s) patch conv to the latent
   channels, added to the posterior mean, and its transpose added to the decoded pixels; the first frame has its
   own (1, s, s) pair), initialised as a random orthonormal projection: does a linear path speed up learning?
+- ``pca-shortcut``: the model's own linear block shortcut (``VAEConfig.linear_shortcut``, the network's outputs
+  starting at zero) fitted by block PCA on the clips before step 0, as ``pvvae train --shortcut-pca`` does;
+- ``rand-shortcut``: the same shortcut left at its random orthonormal start (no PCA);
 - ``pca8``, ``pca16``, ``pca32``: no network: the block-PCA codec (``eval.baselines.BlockPCA``) with that many
   components fitted on the same clips it is scored on (the best linear code of that size, in-sample).
 - ``groupnorm``: the channel RMS norm replaced by a per-frame GroupNorm(1) (statistics over C, H, W of each
@@ -31,7 +34,7 @@ import torch
 from torch import nn
 
 VARIANTS = ("model", "lr3e-4", "lr1.5e-4", "lr2e-3", "lr3e-3", "latent16", "base16", "groupnorm", "avgdown", "randup",
-            "no-identity", "shortcut", "pca8", "pca16", "pca32")
+            "no-identity", "shortcut", "pca-shortcut", "rand-shortcut", "pca8", "pca16", "pca32")
 
 
 class FrameGroupNorm(nn.Module):
@@ -124,7 +127,7 @@ def main() -> None:
     data = SyntheticClips("mix", frames=args.frames, size=64, seed=0)
     x = torch.stack([data[i] for i in range(4)])
     for variant in args.variants:
-        if variant.startswith("pca"):
+        if variant.startswith("pca") and variant[3:].isdigit():
             from pvvae_cli.eval.baselines import BlockPCA
 
             y = BlockPCA.fit([x], 4, 16, int(variant[3:])).reconstruct(x)
@@ -132,7 +135,16 @@ def main() -> None:
             print(f"{variant:12s} (in-sample linear bound): {psnr_db(y, x):.2f} dB; {each}", flush=True)
             continue
         lr = float(variant[2:]) if variant.startswith("lr") else 1e-3
-        vae = build(variant).train()
+        if variant.endswith("-shortcut"):
+            from pvvae_cli import VideoVAE
+            from pvvae_cli.eval.baselines import BlockPCA
+
+            torch.manual_seed(0)
+            vae = VideoVAE.from_preset("tiny", linear_shortcut=True).train()
+            if variant == "pca-shortcut":
+                vae.init_shortcut_from_pca(BlockPCA.fit([x], 4, 16, vae.config.latent_channels))
+        else:
+            vae = build(variant).train()
         reconstruct, params = vae_reconstruct(vae), list(vae.parameters())
         if variant == "shortcut":
             shortcut = LinearShortcut(vae.config.latent_channels)
