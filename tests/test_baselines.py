@@ -49,3 +49,11 @@ def test_bicubic_keeps_the_latent_budget():
     y = bicubic_reconstruct(x, bicubic_size(32, 32, 4, 8, 48))
     assert y.shape == x.shape and y.abs().max() <= 1
     assert psnr_db(y, x) < psnr_db(bicubic_reconstruct(x, (16, 16)), x)  # more numbers kept, closer
+
+
+def test_block_pca_of_images_codes_images_only():
+    images = clips(n=4, frames=1)
+    pca = BlockPCA.fit([images], 4, 8, 8)
+    assert pca.rest is None and pca.reconstruct(images).shape == images.shape
+    with pytest.raises(ValueError, match="images only"):
+        pca.reconstruct(clips(n=1))

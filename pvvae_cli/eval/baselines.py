@@ -105,7 +105,8 @@ class BlockPCA:
             first.add(_to_blocks(x[:, :, :1], 1, pca.s))
             if x.shape[2] > 1:
                 rest.add(_to_blocks(x[:, :, 1:], pca.tc, pca.s))
-        pca.first, pca.rest = first.basis(components), rest.basis(components)
+        # Images only (1-frame clips, e.g. an image training stage): no basis for later frames.
+        pca.first, pca.rest = first.basis(components), rest.basis(components) if rest.n else None
         return pca
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,21 +121,25 @@ class BlockPCA:
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> the codec's reconstruction, same layout, clamped to [-1, 1]."""
-        if self.first is None or self.rest is None:
+        if self.first is None:
             raise RuntimeError("BlockPCA.reconstruct before fit")
         x = self._check(x)
         out = [_from_blocks(self.first.uncode(self.first.code(_to_blocks(x[:, :, :1], 1, self.s))),
                             x[:, :, :1].shape, 1, self.s)]
         if x.shape[2] > 1:
+            if self.rest is None:
+                raise ValueError("this BlockPCA was fitted on images only; fit it on clips to code later frames")
             rest = x[:, :, 1:]
             rows = self.rest.uncode(self.rest.code(_to_blocks(rest, self.tc, self.s)))
             out.append(_from_blocks(rows, rest.shape, self.tc, self.s))
         return torch.cat(out, 2).clamp(-1, 1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        assert self.first is not None and self.rest is not None
-        return {"first.mean": self.first.mean, "first.components": self.first.components,
-                "rest.mean": self.rest.mean, "rest.components": self.rest.components}
+        assert self.first is not None
+        out = {"first.mean": self.first.mean, "first.components": self.first.components}
+        if self.rest is not None:
+            out.update({"rest.mean": self.rest.mean, "rest.components": self.rest.components})
+        return out
 
     def save(self, path: str | Path) -> None:
         """Write the bases as safetensors (with the block geometry in the metadata)."""
@@ -154,7 +159,7 @@ class BlockPCA:
         try:
             pca = cls(int(meta["temporal_compression"]), int(meta["spatial_compression"]), int(meta["components"]))
             pca.first = _Basis(tensors["first.mean"], tensors["first.components"])
-            pca.rest = _Basis(tensors["rest.mean"], tensors["rest.components"])
+            pca.rest = _Basis(tensors["rest.mean"], tensors["rest.components"]) if "rest.mean" in tensors else None
         except KeyError as e:
             raise ValueError(f"{path}: not a BlockPCA file (missing {e}); refit it with BlockPCA.fit") from e
         return pca

@@ -95,7 +95,8 @@ def init_orthonormal_(encoder: BlockEncoder, decoder: BlockDecoder, generator: t
 
 def init_from_pca_(encoder: BlockEncoder, decoder: BlockDecoder, pca) -> None:
     """Set the pair to a fitted ``eval.baselines.BlockPCA`` of the same geometry: then decode(encode(x)) is the
-    PCA codec's reconstruction of ``x``."""
+    PCA codec's reconstruction of ``x``. A PCA fitted on images only sets the first frame's maps; the later
+    frames' keep their values."""
     if (pca.tc, pca.s, pca.components) != (encoder.tc, encoder.s, encoder.first.shape[0]):
         raise ValueError(f"BlockPCA {pca.tag} does not match the shortcut t{encoder.tc}s{encoder.s}"
                          f"c{encoder.first.shape[0]}")
@@ -104,6 +105,8 @@ def init_from_pca_(encoder: BlockEncoder, decoder: BlockDecoder, pca) -> None:
             (pca.first, encoder.first, decoder.first, encoder.first_mean, decoder.first_mean),
             (pca.rest, encoder.rest, decoder.rest, encoder.rest_mean, decoder.rest_mean),
         ):
+            if basis is None:
+                continue
             enc.copy_(basis.components)
             dec.copy_(basis.components.T)
             enc_mean.copy_(basis.mean)
