@@ -6,7 +6,10 @@
 #
 # Usage: examples/train_default.sh [RUN_ROOT]            (default: runs/default)
 # Settings (environment): DATA=data PRESET=small SIZE=64 FRAMES=17 BATCH=4 IMAGE_STEPS=2000 VIDEO_STEPS=2000
-#   DECODER_STEPS=500 PRECISION=fp32 INIT= VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none
+#   DECODER_STEPS=500 PRECISION=fp32 INIT= VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0
+# SHORTCUT_PCA=N (> 0): the model gets the linear block shortcut fitted by block PCA on N training clips
+# (`pvvae train --shortcut-pca`), so it starts at the PCA codec; stage 1 (images) is then skipped, because the
+# shortcut's later-frame maps are fitted on video clips, in stage 2.
 #
 # Stage 1: images (1-frame clips of the training videos' frames and the photographs);
 # stage 2: predictive video training (drop trailing groups, motion loss) from stage 1;
@@ -18,7 +21,7 @@ root=${1:-runs/default}
 DATA=${DATA:-data} PRESET=${PRESET:-small} SIZE=${SIZE:-64} FRAMES=${FRAMES:-17} BATCH=${BATCH:-4}
 IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=${DECODER_STEPS:-500}
 PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
-PERCEPTUAL=${PERCEPTUAL:-none}
+PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0}
 pvvae=${PVVAE:-pvvae}
 
 for d in "$DATA/train" "$DATA/heldout"; do
@@ -41,10 +44,15 @@ stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run,
 }
 
 if [ -n "$INIT" ]; then start=(--init "$INIT"); else start=(--preset "$PRESET"); fi
-stage 1-image "$IMAGE_STEPS" train --stage image "${start[@]}" --data "$DATA/train" --data "$DATA/photos" \
-    "${common[@]}"
-stage 2-video "$VIDEO_STEPS" train --stage video --init "$root/1-image" --data "$DATA/train" \
-    --frames "$FRAMES" "${common[@]}"
+if [ "$SHORTCUT_PCA" -gt 0 ] && [ -z "$INIT" ]; then
+    stage 2-video "$VIDEO_STEPS" train --stage video "${start[@]}" --shortcut-pca "$SHORTCUT_PCA" \
+        --data "$DATA/train" --frames "$FRAMES" "${common[@]}"
+else
+    stage 1-image "$IMAGE_STEPS" train --stage image "${start[@]}" --data "$DATA/train" --data "$DATA/photos" \
+        "${common[@]}"
+    stage 2-video "$VIDEO_STEPS" train --stage video --init "$root/1-image" --data "$DATA/train" \
+        --frames "$FRAMES" "${common[@]}"
+fi
 stage 3-decoder "$DECODER_STEPS" finetune-decoder --init "$root/2-video" --data "$DATA/train" \
     --frames "$FRAMES" "${common[@]}"
 echo "train_default: done; weights in $root/3-decoder/weights"
