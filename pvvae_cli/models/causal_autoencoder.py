@@ -4,7 +4,8 @@ one-pass and chunked coding, latent normalisation), the predictive padding token
 
 A family subclasses it and sets ``presets`` (its presets registry), builds ``self.encoder`` / ``self.decoder`` in
 ``__init__`` (then ``self._init_padding_token()`` and its own ``initialize_weights()``). The encoder returns the
-posterior moments ``(B, 2C, t, h, w)`` (mean, log-variance); both modules take an optional ``StreamState``.
+posterior moments ``(B, 2C, t, h, w)`` (mean, log-variance); both modules take an optional ``StreamState``. A
+family with more around them (Wan: patchify, quant convs) overrides ``_moments`` / ``_pixels``.
 
 Layouts and ranges (``tc``, ``s``: the config's ``temporal_compression`` and ``spatial_compression``): pixels
 ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] with ``H, W`` multiples of ``s``; latents ``(B, C, 1+k, H/s, W/s)``, raw.
@@ -89,15 +90,23 @@ class CausalConvAutoencoder(nn.Module):
             raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
 
     # ------------------------------------------------------------------ one-pass inference
+    def _moments(self, x: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+        """Pixels (a whole clip, or the next chunk of ``state``'s) -> posterior moments ``(B, 2C, t, h, w)``."""
+        return self.encoder(x, state)
+
+    def _pixels(self, z: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+        """Latents (a whole clip's, or the next chunk of ``state``'s) -> pixels, not clamped."""
+        return self.decoder(z, state)
+
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
         self.check_pixels(x)
-        return DiagonalGaussian.from_moments(self.encoder(x))
+        return DiagonalGaussian.from_moments(self._moments(x, None))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped)."""
         self.check_latents(z)
-        return self.decoder(z)
+        return self._pixels(z, None)
 
     def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
         posterior = self.encode(x)
@@ -115,21 +124,21 @@ class CausalConvAutoencoder(nn.Module):
         first frame is encoded alone), then a multiple of ``tc``. Returns the posterior of its latent frames
         (1, then ``n / tc``); concatenated along time they equal ``encode`` of the whole clip."""
         tc = self.config.temporal_compression
-        first = not stream.has_started(self.encoder)
+        first = not stream.has_started(self)
         n = x.shape[2] if x.ndim == 5 else -1
         if first and n != 1:
             raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
         if not first and (n < 1 or n % tc):
             raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
         self.check_pixels(x[:, :, :1])
-        stream.first_call(self.encoder)  # marks the stream as started
-        return DiagonalGaussian.from_moments(self.encoder(x, stream))
+        stream.first_call(self)  # marks the stream as started
+        return DiagonalGaussian.from_moments(self._moments(x, stream))
 
     def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
         """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) of ``stream``'s clip -> its pixels (the first
         latent frame gives 1 frame, each later one ``tc``), not clamped; concatenated they equal ``decode``."""
         self.check_latents(z)
-        return self.decoder(z, stream)
+        return self._pixels(z, stream)
 
     def encode_chunked(self, x: torch.Tensor, chunk_latents: int = 1) -> DiagonalGaussian:
         """``encode`` through ``encode_chunk``, ``chunk_latents`` latent frames at a time (same result, bounded

@@ -15,16 +15,13 @@ exists only when ``config.padding_mode == "learnable"``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvvae_cli.frames import check_frame_count
-from pvvae_cli.models import weights
+from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
-from pvvae_cli.models.posterior import DiagonalGaussian
 from pvvae_cli.models.wan.config import PRESETS, WanVAEConfig
 from pvvae_cli.models.wan.layers import (
     AttentionBlock,
@@ -114,8 +111,10 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3*p*p, T, H/p, W/p)
 
 
-class WanVAE(nn.Module):
+class WanVAE(CausalConvAutoencoder):
     """Wan's VAE: ``encode`` pixels to a ``DiagonalGaussian`` over latents, ``decode`` latents to pixels."""
+
+    presets = PRESETS
 
     def __init__(self, config: WanVAEConfig) -> None:
         super().__init__()
@@ -125,8 +124,7 @@ class WanVAE(nn.Module):
         self.quant_conv = CausalConv3d(2 * c, 2 * c, 1)
         self.post_quant_conv = CausalConv3d(c, c, 1)
         self.decoder = Decoder(config)
-        # One token per channel for the latent frames predictive training drops; zero is the prior's mean.
-        self.padding_token = nn.Parameter(torch.zeros(c)) if config.padding_mode == "learnable" else None
+        self._init_padding_token()
         self.channels_last_kernels()
 
     def channels_last_kernels(self) -> None:
@@ -150,132 +148,20 @@ class WanVAE(nn.Module):
         if not self.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d):
             self.channels_last_kernels()
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> WanVAE:
-        """Randomly initialised weights (PyTorch's default init) of a preset (``wan2.1``, ``wan2.2``)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown Wan preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(PRESETS[name].replace(**overrides) if overrides else PRESETS[name])
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        """Write pvvae's weights folder (``config.json`` with ``class_name: WanVAE`` + ``model.safetensors``)."""
-        return weights.save_pretrained(self, directory, model_card=model_card)
-
     # ------------------------------------------------------------------ training (protocol.TrainableAutoencoder)
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """The encoder's and ``quant_conv``'s: everything before the latents."""
         yield from self.encoder.parameters()
         yield from self.quant_conv.parameters()
 
-    def last_decoder_weight(self) -> torch.Tensor:
-        return self.decoder.conv_out.weight
-
-    # ------------------------------------------------------------------ shape checks
-    def check_pixels(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(B, 3, 1+tc*k, H, W)`` with H, W multiples of ``s``."""
-        cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"pixels must be (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
-        t, h, w = x.shape[2:]
-        check_frame_count(t, cfg.temporal_compression)
-        s = cfg.spatial_compression
-        if h % s or w % s:
-            raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}; pad or resize first")
-
-    def check_latents(self, z: torch.Tensor) -> None:
-        c = self.config.latent_channels
-        if z.ndim != 5 or z.shape[1] != c:
-            raise ValueError(f"latents must be (B, {c}, t, h, w) for this model, got shape {tuple(z.shape)}")
-
-    # ------------------------------------------------------------------ one pass
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """``x``: ``(B, 3, 1+tc*k, H, W)`` in [-1, 1] -> posterior over ``(B, C, 1+k, H/s, W/s)``."""
-        self.check_pixels(x)
-        return self._encode(x, None)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``z``: ``(B, C, 1+k, h, w)`` -> pixels ``(B, 3, 1+tc*k, s*h, s*w)``, nominally in [-1, 1] (not clamped;
-        diffusers clamps)."""
-        self.check_latents(z)
-        return self._decode(z, None)
-
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    def _encode(self, x: torch.Tensor, state: StreamState | None) -> DiagonalGaussian:
+    # ------------------------------------------------------------------ the base class's hooks
+    def _moments(self, x: torch.Tensor, state: StreamState | None) -> torch.Tensor:
         self._ensure_channels_last_kernels()
-        h = self.encoder(patchify(x, self.config.patch_size), state)
-        return DiagonalGaussian.from_moments(self.quant_conv(h))
+        return self.quant_conv(self.encoder(patchify(x, self.config.patch_size), state))
 
-    def _decode(self, z: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+    def _pixels(self, z: torch.Tensor, state: StreamState | None) -> torch.Tensor:
         self._ensure_channels_last_kernels()
         return unpatchify(self.decoder(self.post_quant_conv(z), state), self.config.patch_size)
-
-    # ------------------------------------------------------------------ streaming (see models.protocol)
-    def new_stream(self) -> StreamState:
-        return StreamState()
-
-    def encode_chunk(self, x: torch.Tensor, stream: StreamState) -> DiagonalGaussian:
-        """The next chunk ``(B, 3, n, H, W)`` of ``stream``'s clip (``n = 1`` first, then a multiple of ``tc``) ->
-        the posterior of its latent frames; concatenated they equal ``encode`` of the whole clip."""
-        tc = self.config.temporal_compression
-        first = not stream.has_started(self)
-        n = x.shape[2] if x.ndim == 5 else -1
-        if first and n != 1:
-            raise ValueError(f"the first chunk of a stream must hold 1 frame, got shape {tuple(x.shape)}")
-        if not first and (n < 1 or n % tc):
-            raise ValueError(f"chunks after the first must hold a multiple of {tc} frames, got shape {tuple(x.shape)}")
-        self.check_pixels(x[:, :, :1])
-        stream.first_call(self)
-        return self._encode(x, stream)
-
-    def decode_chunk(self, z: torch.Tensor, stream: StreamState) -> torch.Tensor:
-        """The next latent chunk ``(B, C, n, h, w)`` (any ``n >= 1``) -> its pixels, not clamped."""
-        self.check_latents(z)
-        return self._decode(z, stream)
-
-    # ------------------------------------------------------------------ latent space
-    def pad_latents(self, z: torch.Tensor, num_frames: int, mode: str | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``num_frames`` padding latent frames to ``z`` ``(B, C, t, h, w)``: the learned ``padding_token``
-        (``learnable``) or N(0, I) samples (``gaussian``); default: the config's ``padding_mode``."""
-        mode = mode or self.config.padding_mode
-        if num_frames < 0:
-            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        if num_frames == 0:
-            return z
-        b, c, _, h, w = z.shape
-        if mode == "learnable":
-            if self.padding_token is None:
-                raise ValueError("this model has no learned padding token; use gaussian padding")
-            pad = self.padding_token.to(z.dtype).view(1, c, 1, 1, 1).expand(b, c, num_frames, h, w)
-        elif mode == "gaussian":
-            pad = torch.randn((b, c, num_frames, h, w), generator=generator, device=z.device, dtype=z.dtype)
-        else:
-            raise ValueError(f"unknown padding mode {mode!r}; use learnable or gaussian")
-        return torch.cat([z, pad], dim=2)
-
-    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(z)
-        return z if mean is None else (z - mean) / std
-
-    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(z)
-        return z if mean is None else z * std + mean
-
-    def _latent_stats(self, z: torch.Tensor):
-        cfg = self.config
-        if cfg.latents_mean is None:
-            return None, None
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=z.device, dtype=z.dtype).view(shape)
-        std = torch.tensor(cfg.latents_std, device=z.device, dtype=z.dtype).view(shape)
-        return mean, std
 
 
 __all__ = ["AttentionBlock", "Decoder", "Encoder", "WanVAE", "patchify", "unpatchify"]
