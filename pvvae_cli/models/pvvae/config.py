@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from pvvae_cli.config_io import FrozenConfig, check_latent_stats
 
@@ -74,6 +75,14 @@ class VAEConfig(FrozenConfig):
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"VAEConfig.padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         check_latent_stats(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        # A key added after weights and latents were written is left out at its default, so config.json and the
+        # config hash that latent files record (codec.latents.config_hash) stay what they were for those models.
+        if not d["linear_shortcut"]:
+            del d["linear_shortcut"]
+        return d
 
     @property
     def num_stages(self) -> int:
