@@ -1,0 +1,44 @@
+"""Does a run that starts at the PCA codec (``--shortcut-pca``) stay above it on held-out real clips?
+
+Usage: python benchmarks/shortcut_real_data.py --out runs/sc [--frozen] [--steps 100] [--data data]
+
+Trains ``small`` with the PCA-fitted linear shortcut (64 training clips), video stage, 64x64, 17 frames, batch 2,
+AdamW at the preset's lr with 10 warm-up steps, on ``DATA/train`` of ``examples/get_data.sh``, validating on
+``DATA/heldout`` (8 clips) every 50 steps; ``--frozen`` keeps the shortcut's weights fixed (only the network
+learns). Read the validation PSNR from ``OUT/metrics.jsonl`` (``kind: val``). Measured on the 2-core build machine:
+31.03 dB at step 0 (the PCA codec), 20.16 dB at step 50; frozen: 31.07 -> 20.21 dB.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--frozen", action="store_true")
+    args = ap.parse_args()
+
+    import pvvae_cli.train.trainer as trainer
+    from pvvae_cli.train.config import build_config
+
+    if args.frozen:
+        trainable = trainer.trainable_parameters
+
+        def frozen_shortcut(vae, stage):
+            for m in (vae.encoder.shortcut, vae.decoder.shortcut):
+                m.requires_grad_(False)
+            return trainable(vae, stage)
+
+        trainer.trainable_parameters = frozen_shortcut
+    cfg = build_config("video", preset="small", shortcut_pca=64, data=[f"{args.data}/train"],
+                       val_data=[f"{args.data}/heldout"], size=64, frames=17, batch_size=2, steps=args.steps,
+                       warmup_steps=10, val_every=50, ckpt_every=50, val_clips=8, workers=1)
+    trainer.train(cfg, args.out, quiet=True)
+
+
+if __name__ == "__main__":
+    main()
