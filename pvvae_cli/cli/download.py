@@ -21,9 +21,11 @@ def download(
                           "(default: only the hub cache, HF_HUB_CACHE).", file_okay=False),
     ] = None,
 ) -> None:
-    """Download config.json, model.safetensors and README.md of a hub repo and check they form a pvvae weights
-    folder. Prints the folder (use it, or the repo id, as --model; a cached revision also loads offline with
-    HF_HUB_OFFLINE=1). The hub is HF_ENDPOINT (default https://huggingface.co)."""
+    """Download a model repo from the hub (or find it in the cache) and check it; prints the folder.
+
+    Fetches config.json, model.safetensors and README.md (or a diffusers VAE) and checks they form a weights folder.
+    Use the printed folder, or the repo id, as --model; a cached revision also loads offline with HF_HUB_OFFLINE=1.
+    The hub is HF_ENDPOINT (default https://huggingface.co)."""
     from pvvae_cli.models import hub
 
     try:
