@@ -2,7 +2,10 @@
 conv autoencoder reference (``pvvae_cli.train.learning.PlainConvAE``), at equal steps and at equal wall time.
 
 Usage: python benchmarks/bench_learning.py [--presets tiny small] [--frames 1 17] [--precisions fp32 bf16]
-       [--steps 300] [--clips 4] [--size 64] [--lr PRESET=LR ...] [--threads N]
+       [--steps 300] [--clips 4] [--size 64] [--lr PRESET=LR ...] [--threads N] [--shortcut-pca]
+
+``--shortcut-pca``: the presets get the linear block shortcut (``VAEConfig.linear_shortcut``), fitted by block PCA
+on the clips before step 0, as ``pvvae train --shortcut-pca`` does.
 
 Data: ``SyntheticClips("mix", frames=F, size=S, seed=0)`` items 0..clips-1 (the clips of the issue about learning).
 Each model trains with Adam at a constant learning rate (the preset's default training lr unless ``--lr`` gives
@@ -31,7 +34,8 @@ def parse_lrs(items: list[str]) -> dict[str, float]:
     return out
 
 
-def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: int, lr: float | None) -> None:
+def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: int, lr: float | None,
+        shortcut_pca: bool = False) -> None:
     from pvvae_cli import VideoVAE
     from pvvae_cli.train.config import default_lr
     from pvvae_cli.train.learning import PlainConvAE, overfit, psnr_db, vae_reconstruct
@@ -44,7 +48,13 @@ def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: 
     lr = lr if lr is not None else default_lr(preset)
 
     torch.manual_seed(0)
-    vae = VideoVAE.from_preset(preset).train()
+    vae = VideoVAE.from_preset(preset, **({"linear_shortcut": True} if shortcut_pca else {})).train()
+    if shortcut_pca:
+        from pvvae_cli.eval.baselines import BlockPCA
+
+        cfg = vae.config
+        vae.init_shortcut_from_pca(BlockPCA.fit([x], cfg.temporal_compression, cfg.spatial_compression,
+                                                cfg.latent_channels))
     curve = overfit(vae_reconstruct(vae), vae.parameters(), x, steps, lr, log, dtype)
     vae_seconds = curve[-1].seconds
     with torch.no_grad():
@@ -61,7 +71,8 @@ def run(preset: str, frames: int, precision: str, steps: int, clips: int, size: 
     eq = overfit(ref2, ref2.parameters(), x, int(vae_seconds / per_step), 1e-3, (), dtype)[-1]
 
     ref_params = sum(p.numel() for p in ref.parameters())
-    print(f"\n## {preset} ({vae.num_parameters():,} params, lr {lr:g}) vs reference ({ref_params:,} params, lr 1e-3): "
+    name = f"{preset} + PCA shortcut" if shortcut_pca else preset
+    print(f"\n## {name} ({vae.num_parameters():,} params, lr {lr:g}) vs reference ({ref_params:,} params, lr 1e-3): "
           f"{clips} clips x {frames} frames x {size}x{size}, {precision}")
     print("| step | " + " | ".join(str(p.step) for p in curve) + " |")
     print("|---|" + "---|" * len(curve))
@@ -84,6 +95,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--lr", nargs="*", default=[], help="PRESET=LR overrides")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shortcut-pca", action="store_true", help="presets with the PCA-fitted linear shortcut")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,7 +103,7 @@ def main() -> None:
     for preset in args.presets:
         for frames in args.frames:
             for precision in args.precisions:
-                run(preset, frames, precision, args.steps, args.clips, args.size, lrs.get(preset))
+                run(preset, frames, precision, args.steps, args.clips, args.size, lrs.get(preset), args.shortcut_pca)
 
 
 if __name__ == "__main__":
