@@ -14,6 +14,18 @@ def unknown_keys(cls: type, d: dict[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(set(d) - known), sorted(known)
 
 
+def strict_from_dict(cls: type, d: dict[str, Any], source: str, error: type[Exception]):
+    """``cls(**d)`` for a run config read from a file or flags: an unknown key or a bad value raises ``error``
+    naming ``source`` (and the known keys)."""
+    unknown, known = unknown_keys(cls, d)
+    if unknown:
+        raise error(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(known)}")
+    try:
+        return cls(**d)
+    except TypeError as e:
+        raise error(f"{source}: {e}") from e
+
+
 def check_latent_stats(config: Any) -> None:
     """Raise ``ValueError`` unless an autoencoder config's ``latents_mean``/``latents_std`` are both None or both
     ``latent_channels`` long, with every std > 0."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pvvae_cli.config_io import unknown_keys
+from pvvae_cli.config_io import strict_from_dict
 from pvvae_cli.gen.config import PRESETS
 from pvvae_cli.train.config import ConfigError
 
@@ -94,13 +94,7 @@ class GenTrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> GenTrainConfig:
         d = {str(k).replace("-", "_"): v for k, v in d.items()}
-        unknown, known = unknown_keys(cls, d)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(known)}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+        return strict_from_dict(cls, d, source, ConfigError)
 
     def replace(self, **changes: Any) -> GenTrainConfig:
         return dataclasses.replace(self, **changes)

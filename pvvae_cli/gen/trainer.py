@@ -29,10 +29,10 @@ from pvvae_cli.gen.model import LatteDiT
 from pvvae_cli.gen.train_config import RESUMABLE_OVERRIDES, GenTrainConfig
 from pvvae_cli.gen.weights import save_gen
 from pvvae_cli.runtime import distributed as dist
-from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
+from pvvae_cli.runtime.device import autocast
 from pvvae_cli.train import checkpoints as ckpts
 from pvvae_cli.train.checkpoints import TrainError
-from pvvae_cli.train.run_log import RunLog
+from pvvae_cli.train.run_log import RunLog, open_run
 from pvvae_cli.train.state import EMA, lr_factor, restore_rng, rng_state
 from pvvae_cli.train.stop import StopOnSignal
 
@@ -80,13 +80,8 @@ def train_gen(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    try:
-        dist_info, device = dist.init_distributed(resolve_device(cfg.device))
-        dtype = resolve_dtype(cfg.precision, device)
-    except ValueError as e:
-        raise TrainError(str(e)) from e
+    dist_info, device, dtype, run_log = open_run(out_dir, cfg.device, cfg.precision, quiet, log)
     is_main = dist_info.is_main
-    run_log = RunLog(out_dir / ckpts.METRICS_FILE, dist_info, quiet, log)
 
     # ---- things that can fail fast, before anything is written
     checkpoints = ckpts.check_run_folder(out_dir, resume)

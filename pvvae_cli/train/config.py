@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pvvae_cli.config_io import unknown_keys
+from pvvae_cli.config_io import strict_from_dict
 from pvvae_cli.errors import PvvaeError
 from pvvae_cli.frames import frame_rule_message, is_valid_frame_count
 from pvvae_cli.models import registry
@@ -194,13 +194,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         d = upgrade_legacy_keys({str(k).replace("-", "_"): v for k, v in d.items()})
-        unknown, known = unknown_keys(cls, d)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(known)}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+        return strict_from_dict(cls, d, source, ConfigError)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -41,3 +41,20 @@ class RunLog:
             from tqdm import tqdm
 
             tqdm.write(msg, file=sys.stderr)
+
+
+def open_run(out_dir: Path, device: str, precision: str, quiet: bool = False,
+             log: Callable[[str], None] | None = None):
+    """The process side of a run (VAE or gen): join torchrun's process group if there is one, pick the device and
+    compute dtype, and open the run log. Returns ``(dist_info, device, dtype, run_log)``; a bad device or
+    precision is a ``TrainError``."""
+    from pvvae_cli.runtime import distributed as dist
+    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
+    from pvvae_cli.train import checkpoints as ckpts
+
+    try:
+        dist_info, dev = dist.init_distributed(resolve_device(device))
+        dtype = resolve_dtype(precision, dev)
+    except ValueError as e:
+        raise ckpts.TrainError(str(e)) from e
+    return dist_info, dev, dtype, RunLog(Path(out_dir) / ckpts.METRICS_FILE, dist_info, quiet, log)

@@ -22,7 +22,7 @@ import torch
 
 from pvvae_cli.codec.latents import weights_hash
 from pvvae_cli.runtime import distributed as dist
-from pvvae_cli.runtime.device import autocast, resolve_device, resolve_dtype
+from pvvae_cli.runtime.device import autocast
 from pvvae_cli.train import checkpoints as ckpts
 from pvvae_cli.train import losses
 from pvvae_cli.train.build import (
@@ -32,13 +32,12 @@ from pvvae_cli.train.build import (
     fit_shortcut,
     trainable_parameters,
 )
-from pvvae_cli.train.checkpoints import TrainError
 from pvvae_cli.train.config import RESUMABLE_OVERRIDES, TrainConfig, default_lr
 from pvvae_cli.train.data import make_dataset, make_loader
 from pvvae_cli.train.discriminator import PatchDiscriminator3D
 from pvvae_cli.train.model_card import model_card
 from pvvae_cli.train.objective import PredictiveVAE, num_groups, sample_num_dropped
-from pvvae_cli.train.run_log import RunLog
+from pvvae_cli.train.run_log import open_run
 from pvvae_cli.train.state import EMA, restore_rng, rng_state
 from pvvae_cli.train.stop import StopOnSignal, worker_ignore_sigint
 from pvvae_cli.train.validation import summary, validate, validation_clips, write_sample
@@ -72,13 +71,8 @@ def train(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    try:
-        dist_info, device = dist.init_distributed(resolve_device(cfg.device))
-        dtype = resolve_dtype(cfg.precision, device)
-    except ValueError as e:
-        raise TrainError(str(e)) from e
+    dist_info, device, dtype, run_log = open_run(out_dir, cfg.device, cfg.precision, quiet, log)
     is_main = dist_info.is_main
-    run_log = RunLog(out_dir / ckpts.METRICS_FILE, dist_info, quiet, log)
 
     # ---- things that can fail fast, before anything is written
     # MetricUnavailable (with the fix) when the network's weights are absent: before anything is written.
