@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--frozen", action="store_true")
     ap.add_argument("--lr-scale", type=float, default=1.0)
+    ap.add_argument("--no-predictive", action="store_true", help="plain reconstruction (no dropped groups)")
     args = ap.parse_args()
 
     import pvvae_cli.train.trainer as trainer
@@ -51,7 +52,8 @@ def main() -> None:
         trainer.build_optimizer = scaled
     cfg = build_config("video", preset="small", shortcut_pca=64, data=[f"{args.data}/train"],
                        val_data=[f"{args.data}/heldout"], size=64, frames=17, batch_size=2, steps=args.steps,
-                       warmup_steps=10, val_every=50, ckpt_every=50, val_clips=8, workers=1)
+                       warmup_steps=10, val_every=50, ckpt_every=50, val_clips=8, workers=1,
+                       predictive=not args.no_predictive)
     trainer.train(cfg, args.out, quiet=True)
 
 

@@ -5,8 +5,10 @@
 # train it further and ship a new version.
 #
 # Usage: examples/train_default.sh [RUN_ROOT]            (default: runs/default)
-# Settings (environment): DATA=data PRESET=small SIZE=64 FRAMES=17 BATCH=4 IMAGE_STEPS=2000 VIDEO_STEPS=2000
-#   DECODER_STEPS=500 PRECISION=fp32 INIT= VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0
+# Settings (environment): DATA=data PRESET=small SIZE=64 SCALE_MAX=0 FRAMES=17 BATCH=4 IMAGE_STEPS=2000
+#   VIDEO_STEPS=2000 DECODER_STEPS=500 LR= (the preset's) DECODER_LR= (LR) EMA=0 PRECISION=fp32 INIT=
+#   VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0
+# SCALE_MAX=N (> SIZE): multi-scale crops (`--scale-max`): the model sees frames at up to N on the short side.
 # SHORTCUT_PCA=N (> 0): the model gets the linear block shortcut fitted by block PCA on N training clips
 # (`pvvae train --shortcut-pca`), so it starts at the PCA codec; stage 1 (images) is then skipped, because the
 # shortcut's later-frame maps are fitted on video clips, in stage 2.
@@ -21,14 +23,18 @@ root=${1:-runs/default}
 DATA=${DATA:-data} PRESET=${PRESET:-small} SIZE=${SIZE:-64} FRAMES=${FRAMES:-17} BATCH=${BATCH:-4}
 IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=${DECODER_STEPS:-500}
 PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
-PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0}
+PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0} SCALE_MAX=${SCALE_MAX:-0} LR=${LR:-}
+DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0}
 pvvae=${PVVAE:-pvvae}
 
 for d in "$DATA/train" "$DATA/heldout"; do
     [ -d "$d" ] || { echo "train_default: $d is missing; run examples/get_data.sh $DATA first" >&2; exit 2; }
 done
 common=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" --val-data "$DATA/heldout"
-        --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --perceptual "$PERCEPTUAL")
+        --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --perceptual "$PERCEPTUAL" --scale-max "$SCALE_MAX"
+        --ema-decay "$EMA")
+lr=(); [ -z "$LR" ] || lr=(--lr "$LR")
+decoder_lr=(); [ -z "$DECODER_LR" ] || decoder_lr=(--lr "$DECODER_LR")
 
 stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run, or skip a finished one
     local name=$1 steps=$2 run="$root/$1"
@@ -46,13 +52,13 @@ stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run,
 if [ -n "$INIT" ]; then start=(--init "$INIT"); else start=(--preset "$PRESET"); fi
 if [ "$SHORTCUT_PCA" -gt 0 ] && [ -z "$INIT" ]; then
     stage 2-video "$VIDEO_STEPS" train --stage video "${start[@]}" --shortcut-pca "$SHORTCUT_PCA" \
-        --data "$DATA/train" --frames "$FRAMES" "${common[@]}"
+        --data "$DATA/train" --frames "$FRAMES" "${common[@]}" "${lr[@]}"
 else
     stage 1-image "$IMAGE_STEPS" train --stage image "${start[@]}" --data "$DATA/train" --data "$DATA/photos" \
-        "${common[@]}"
+        "${common[@]}" "${lr[@]}"
     stage 2-video "$VIDEO_STEPS" train --stage video --init "$root/1-image" --data "$DATA/train" \
-        --frames "$FRAMES" "${common[@]}"
+        --frames "$FRAMES" "${common[@]}" "${lr[@]}"
 fi
 stage 3-decoder "$DECODER_STEPS" finetune-decoder --init "$root/2-video" --data "$DATA/train" \
-    --frames "$FRAMES" "${common[@]}"
+    --frames "$FRAMES" "${common[@]}" "${decoder_lr[@]}"
 echo "train_default: done; weights in $root/3-decoder/weights"

@@ -65,7 +65,8 @@ def test_init_from_pca_refuses_what_does_not_fit():
 
 def test_train_shortcut_pca_starts_at_the_pca_codec(tmp_path):
     """``--shortcut-pca N``: the run's model has the shortcut, fitted on N training clips before step 0, so the
-    step-0 validation is far above the same preset without it; --init runs refuse the option."""
+    step-0 validation is far above the same preset without it (with EMA too: the average starts from the fitted
+    weights, not the random ones); --init runs refuse the option."""
     from conftest import read_metrics, tiny_train_config
 
     from pvvae_cli.train.config import ConfigError
@@ -73,9 +74,11 @@ def test_train_shortcut_pca_starts_at_the_pca_codec(tmp_path):
 
     plain = train(tiny_train_config(steps=1, val_every=1), tmp_path / "plain", quiet=True)
     fitted = train(tiny_train_config(steps=1, val_every=1, shortcut_pca=8), tmp_path / "pca", quiet=True)
-    assert plain.status == fitted.status == "finished"
-    step0 = {name: read_metrics(tmp_path / name, "val")[0]["psnr_recon"] for name in ("plain", "pca")}
+    ema = train(tiny_train_config(steps=1, val_every=1, shortcut_pca=8, ema_decay=0.999), tmp_path / "ema", quiet=True)
+    assert plain.status == fitted.status == ema.status == "finished"
+    step0 = {name: read_metrics(tmp_path / name, "val")[0]["psnr_recon"] for name in ("plain", "pca", "ema")}
     assert step0["pca"] > step0["plain"] + 3, step0
+    assert abs(step0["ema"] - step0["pca"]) < 0.01, step0
     assert VideoVAE.from_pretrained(tmp_path / "pca" / "weights").config.linear_shortcut
     with pytest.raises(ConfigError, match="use it with --preset"):
         tiny_train_config(steps=1, shortcut_pca=8, preset=None, init=str(tmp_path / "pca" / "weights"))

@@ -137,3 +137,18 @@ def test_data_errors(tmp_path):
         make_dataset(["synthetic:mix", str(tmp_path)], 5, 32)
     with pytest.raises(DataError, match="1 \\+ 4k"):
         ClipDataset([tmp_path / "bad"], frames=4)
+
+
+def test_multi_scale_crops_show_finer_detail(tmp_path):
+    # 1-pixel stripes at 128x128: scaled whole to 16 they average to flat gray; a crop of the frame scaled to a
+    # short side of up to 128 keeps the stripes. scale_max = size is the plain behaviour.
+    stripes = np.zeros((1, 128, 128, 3), np.uint8)
+    stripes[:, :, ::2] = 255
+    write_video(tmp_path / "s.png", stripes, 0)
+    plain = ClipDataset([tmp_path], frames=1, size=16, seed=0)
+    multi = ClipDataset([tmp_path], frames=1, size=16, seed=0, scale_max=128)
+    assert max(plain[i][0].std().item() for i in range(6)) < 0.1
+    assert max(multi[i][0].std().item() for i in range(6)) > 0.3
+    assert torch.equal(multi[3][0], ClipDataset([tmp_path], frames=1, size=16, seed=0, scale_max=128)[3][0])
+    with pytest.raises(DataError, match="--scale-max"):
+        make_dataset(["synthetic:mix"], 5, 32, scale_max=64)

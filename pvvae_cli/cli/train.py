@@ -69,6 +69,9 @@ FramesOpt = Annotated[int | None, typer.Option(help=_help(
     f"Frames per clip, 1 + tc*k with tc the model's temporal factor ({_TC} for the presets).", "frames"))]
 StrideOpt = Annotated[int | None, typer.Option(help=_help("Take every N-th frame of a video.", "frame_stride"))]
 SizeOpt = Annotated[int | None, typer.Option(help=_help("Training crop size (square, multiple of 16).", "size"))]
+ScaleMaxOpt = Annotated[int | None, typer.Option(help=_help(
+    "Multi-scale crops: resize each clip's short side to a random size in [size, N] before the random crop, so "
+    "the model sees the detail of larger frames (0 = off: the whole short side scaled to size).", "scale_max"))]
 BatchOpt = Annotated[int | None, typer.Option(help=_help("Clips per micro-batch per process.", "batch_size"))]
 AccumOpt = Annotated[int | None, typer.Option(help=_help("Micro-batches per optimiser step.", "grad_accum"))]
 StepsOpt = Annotated[int | None, typer.Option(help=_help("Optimiser steps.", "steps"))]
@@ -130,6 +133,7 @@ def train(
     frames: FramesOpt = None,
     frame_stride: StrideOpt = None,
     size: SizeOpt = None,
+    scale_max: ScaleMaxOpt = None,
     batch_size: BatchOpt = None,
     grad_accum: AccumOpt = None,
     steps: StepsOpt = None,
@@ -189,6 +193,7 @@ def finetune_decoder(
     frames: FramesOpt = None,
     frame_stride: StrideOpt = None,
     size: SizeOpt = None,
+    scale_max: ScaleMaxOpt = None,
     batch_size: BatchOpt = None,
     grad_accum: AccumOpt = None,
     steps: StepsOpt = None,

@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator | None = None) -> torch.Tensor:
-    """``(3, T, H, W)`` in [-1, 1] -> ``(3, T, size, size)``: short side resized to ``size`` (bilinear, antialiased
-    when shrinking), then a square crop, random when ``rng`` is given (training), centred otherwise (evaluation)."""
+def resize_crop(x: torch.Tensor, size: int, rng: np.random.Generator | None = None, short_side: int | None = None
+                ) -> torch.Tensor:
+    """``(3, T, H, W)`` in [-1, 1] -> ``(3, T, size, size)``: short side resized to ``short_side`` (default
+    ``size``; bilinear, antialiased when shrinking), then a square crop, random when ``rng`` is given (training),
+    centred otherwise (evaluation). A ``short_side`` above ``size`` crops a part of the frame at a finer scale."""
     _, _, h, w = x.shape
-    scale = size / min(h, w)
+    scale = max(short_side or size, size) / min(h, w)
     if scale != 1.0:
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
         # (T, 3, H, W) so time is the batch axis; antialias avoids aliasing when shrinking.

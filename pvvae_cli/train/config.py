@@ -50,6 +50,7 @@ class TrainConfig:
     frames: int = 17  # 1 + tc*k frames per clip, tc the model's temporal factor (the image stage uses 1)
     frame_stride: int = 1
     size: int = 256  # square training crop, a multiple of 16
+    scale_max: int = 0  # > size: multi-scale crops (short side resized to a random size in [size, scale_max])
     workers: int = 2  # DataLoader worker processes per rank
     # optimisation
     batch_size: int = 4  # per rank and micro-batch
@@ -134,6 +135,8 @@ class TrainConfig:
             raise bad("max_drop_ratio", "must be 0 for finetune-decoder (dropping is off in that stage)")
         if self.size < 16 or self.size % 16:
             raise bad("size", "must be a positive multiple of 16")
+        if not isinstance(self.scale_max, int) or (self.scale_max and self.scale_max < self.size):
+            raise bad("scale_max", f"must be 0 (off) or >= size ({self.size})")
         for key in ("frame_stride", "batch_size", "grad_accum", "steps", "log_every", "val_every", "val_clips",
                     "ckpt_every", "keep_checkpoints", "disc_channels", "disc_layers"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:

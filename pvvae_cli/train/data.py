@@ -74,7 +74,7 @@ class ClipDataset(Dataset):
 
     def __init__(
         self, roots: Sequence[str | Path], frames: int = 17, size: int = 64, frame_stride: int = 1, seed: int = 0,
-        temporal_compression: int = VAEConfig.temporal_compression,
+        temporal_compression: int = VAEConfig.temporal_compression, scale_max: int = 0,
     ) -> None:
         if not is_valid_frame_count(frames, temporal_compression):
             raise DataError(frame_rule_message(frames, temporal_compression, "frames"))
@@ -85,6 +85,7 @@ class ClipDataset(Dataset):
         self.frames = frames
         self.size = size
         self.frame_stride = frame_stride
+        self.scale_max = scale_max  # > size: the short side is resized to a random size in [size, scale_max]
         self.seed = seed
         self._info: dict[Path, object] = {}  # probe cache (per worker process)
         self._bad: dict[Path, str] = {}  # files that failed, with the reason (per worker process)
@@ -112,7 +113,8 @@ class ClipDataset(Dataset):
         frames, _ = read_clip(path, start=start, num_frames=self.frames, stride=self.frame_stride)
         if frames.shape[0] != self.frames:
             raise VideoReadError(path, f"decoded {frames.shape[0]} frames, expected {self.frames}")
-        return resize_crop(frames_to_tensor(frames), self.size, rng)
+        short = int(rng.integers(self.size, self.scale_max + 1)) if self.scale_max > self.size else None
+        return resize_crop(frames_to_tensor(frames), self.size, rng, short)
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, tuple[str, ...]]:
         from pvvae_cli.media.video_io import VideoReadError
@@ -166,10 +168,11 @@ def collate_clips(items: list) -> tuple[torch.Tensor, list[str]]:
 
 def make_dataset(
     specs: Sequence[str], frames: int, size: int, frame_stride: int = 1, seed: int = 0,
-    temporal_compression: int = VAEConfig.temporal_compression,
+    temporal_compression: int = VAEConfig.temporal_compression, scale_max: int = 0,
 ) -> Dataset:
     """A dataset from ``--data`` values: folders, or exactly one ``synthetic:KIND``. ``frames`` must be
-    ``1 + tc*k`` for the model's ``temporal_compression``."""
+    ``1 + tc*k`` for the model's ``temporal_compression``; ``scale_max > size`` gives multi-scale crops (folders
+    only): each clip's short side is resized to a random size in ``[size, scale_max]`` before the random crop."""
     specs = [str(s) for s in specs]
     if not specs:
         raise DataError(f"no training data: pass --data DIR (repeatable) or --data {SYNTHETIC_PREFIX}KIND")
@@ -183,11 +186,13 @@ def make_dataset(
                             + ", ".join(SYNTHETIC_PREFIX + k for k in KINDS))
         if frame_stride != 1:
             raise DataError("--frame-stride applies to folders of videos, not to synthetic data")
+        if scale_max:
+            raise DataError("--scale-max applies to folders of videos and images, not to synthetic data")
         if not is_valid_frame_count(frames, temporal_compression):
             raise DataError(frame_rule_message(frames, temporal_compression, "frames"))
         return SyntheticClips(kind, frames=frames, size=size, seed=seed)
     return ClipDataset(specs, frames=frames, size=size, frame_stride=frame_stride, seed=seed,
-                       temporal_compression=temporal_compression)
+                       temporal_compression=temporal_compression, scale_max=scale_max)
 
 
 def make_loader(

@@ -87,6 +87,14 @@ def train(
     cfg.check_frames(tc)  # --init weights: their factor is known only now
     if cfg.lr is None:  # the preset's rate (of --init weights too: their config keeps the preset name)
         cfg = cfg.replace(lr=default_lr(vae.config.name))
+    # ---- data (a pure function of seed and position: built after the model, it draws nothing from torch's RNG)
+    dataset = make_dataset(cfg.data, cfg.frames, cfg.size, cfg.frame_stride, seed=cfg.seed, temporal_compression=tc,
+                           scale_max=cfg.scale_max)
+    val_clips = validation_clips(cfg, tc) if is_main else None
+    # Every rank fits the same PCA (the data is a function of the position); before the EMA copies the weights.
+    if cfg.shortcut_pca and not resume:
+        fit_shortcut(vae, dataset, cfg.shortcut_pca)
+
     trainable = trainable_parameters(vae, cfg.stage)
     opt, sched = build_optimizer(cfg, trainable)
     disc = PatchDiscriminator3D(channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
@@ -100,12 +108,6 @@ def train(
     if ema is not None:
         stateful["ema"] = ema
     generators = {"k_rng": k_rng, "noise": noise_gen}
-
-    # ---- data (a pure function of seed and position: built after the model, it draws nothing from torch's RNG)
-    dataset = make_dataset(cfg.data, cfg.frames, cfg.size, cfg.frame_stride, seed=cfg.seed, temporal_compression=tc)
-    val_clips = validation_clips(cfg, tc) if is_main else None
-    if cfg.shortcut_pca and not resume:  # every rank fits the same PCA (the data is a function of the position)
-        fit_shortcut(vae, dataset, cfg.shortcut_pca)
 
     step, skipped_files = 0, set()
     if resume:
