@@ -6,7 +6,8 @@ Usage: python benchmarks/bench_baselines.py --train data/train --heldout data/he
        [--sizes 64 128 256] [--frames 17] [--windows 4] [--tc 4] [--s 16]
 
 Clips: from every video, ``--windows`` windows of ``--frames`` frames spread evenly over the clip, the short side
-resized to the size and centre-cropped (the eval protocol's ``load_clip``). PCA is fitted per size on the
+resized to the size and centre-cropped: the clips of ``pvvae eval --windows N --size S`` (``EvalProtocol.clips``),
+so a model's ``eval`` figures compare with these. PCA is fitted per size on the
 training windows (its block statistics depend on the scale of the content). Printed per size and channel count:
 PSNR (dB, per frame on [0, 1], then the mean) and SSIM of each codec on the held-out windows, the number of
 windows, and the fit time.
@@ -21,21 +22,16 @@ import torch
 
 
 def windows(folder: str, frames: int, count: int, size: int) -> list[torch.Tensor]:
-    from pvvae_cli.eval.protocol import ClipSkipped, load_clip
-    from pvvae_cli.media.discovery import collect_videos
-    from pvvae_cli.media.video_io import probe
+    """``count`` windows per video under ``folder``: ``pvvae eval --windows COUNT``'s clips."""
+    from pvvae_cli.eval.protocol import EvalProtocol
 
+    protocol = EvalProtocol(frames=frames, size=size, windows=count)
     out = []
-    for path in collect_videos([folder]):
-        n = probe(path).num_frames
-        if n < frames:
-            continue
-        starts = sorted({round(i * (n - frames) / max(count - 1, 1)) for i in range(count)})
-        for start in starts:
-            try:
-                out.append(load_clip(path, frames, size, start=start))
-            except ClipSkipped as e:
-                print(f"skipped: {e}")
+    for name, clip in protocol.clips(protocol.find_videos([folder])):
+        if clip is None:
+            print(f"skipped: {name}")
+        else:
+            out.append(clip)
     return out
 
 

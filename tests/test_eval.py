@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.eval.protocol import EvalProtocol, load_clip
+from pvvae_cli.eval.protocol import EvalProtocol, load_clip, window_starts
 from pvvae_cli.eval.reconstruction import Unavailable, evaluate
 from pvvae_cli.media.transforms import resize_crop
 from pvvae_cli.media.writer import write_video
@@ -74,6 +74,22 @@ def test_load_clip_skips_short_videos(clips, tmp_path):
     assert load_clip(clips / "c0.mp4", 9, 32).shape == (3, 9, 32, 32)
     with pytest.raises(ValueError, match="has 9 frames, the protocol needs 13"):
         load_clip(clips / "c0.mp4", 13, 32)
+
+
+def test_windows_spread_over_the_clip(clips, tmp_path):
+    assert window_starts(100, 17, 4) == [0, 28, 55, 83]  # the last window ends at the clip's last frame
+    assert window_starts(100, 17, 1, start=5) == [5] and window_starts(100, 17, 3, start=10) == [10, 46, 83]
+    assert window_starts(18, 17, 4) == [0, 1] and window_starts(16, 17, 2) == []
+    write_video(clips / "short.mp4", moving_square(5, seed=9), fps=8.0)
+    protocol = EvalProtocol(frames=5, size=32, windows=3)
+    got = list(protocol.clips(sorted(clips.iterdir())))
+    names = [n for n, c in got if c is not None]
+    assert names[:3] == [f"{clips / 'c0.mp4'}@{s}" for s in (0, 2, 4)] and len(names) == 10  # 3 x 3 + 1
+    x = load_clip(clips / "c0.mp4", 5, 32, start=2)
+    assert torch.equal(dict(got)[f"{clips / 'c0.mp4'}@2"], x)
+    assert list(EvalProtocol(frames=13, size=32, windows=2).clips([clips / "short.mp4"]))[0][1] is None  # skipped
+    with pytest.raises(ValueError, match="windows must be >= 1"):
+        EvalProtocol(windows=0)
 
 
 def test_evaluate_matches_direct_metrics(clips):

@@ -11,8 +11,8 @@ from pvvae_cli.cli.common import fail, load_model
 from pvvae_cli.cli.predict import Padding
 
 # The protocols' messages start with the field at fault ("frames must be ..."); the user typed an option.
-_FLAGS = {"frames": "--frames", "size": "--size", "start": "--start", "batch size": "--batch-size",
-          "max videos": "--max-videos", "context frames": "--predict-context",
+_FLAGS = {"frames": "--frames", "size": "--size", "start": "--start", "windows": "--windows",
+          "batch size": "--batch-size", "max videos": "--max-videos", "context frames": "--predict-context",
           "future frames": "--frames minus --predict-context", "speed frames": "--speed-frames"}
 
 
@@ -39,6 +39,8 @@ def evaluate(
     frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,
     start: Annotated[int, typer.Option(help="First frame of each clip.")] = 0,
+    windows: Annotated[int, typer.Option(help="Windows of --frames frames per clip, spread evenly from --start to "
+                                              "the clip's end (1: only the one at --start).")] = 1,
     max_videos: Annotated[int | None, typer.Option(help="Use at most this many videos (in sorted order).")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 1,
     predict_context: Annotated[
@@ -132,7 +134,8 @@ def evaluate(
     if not model:
         fail("give at least one --model (a weights folder, hub repo id or preset:NAME)")
     try:
-        protocol = EvalProtocol(frames=frames, size=size, start=start, predict_context=predict_context,
+        protocol = EvalProtocol(frames=frames, size=size, start=start, windows=windows,
+                                predict_context=predict_context,
                                 padding=padding.value, batch_size=batch_size, seed=seed)
         speed_protocol = SpeedProtocol(speed_frames, speed_batch, size, speed_warmup, speed_steps) if speed else None
         videos = protocol.find_videos(inputs, max_videos)

@@ -1,6 +1,7 @@
 """The reconstruction protocol: which clips, which frames, at which size (the paper's, §4 / Table 2).
 
-Each clip's first ``frames`` (17) frames from ``start``, the short side resized to ``size`` (bilinear,
+Each clip's first ``frames`` (17) frames from ``start`` (or ``windows`` windows of ``frames`` frames spread evenly
+from ``start`` to the clip's end: ``window_starts``), the short side resized to ``size`` (bilinear,
 antialiased when shrinking) and a centre ``size x size`` crop (``media.transforms.resize_crop``). The protocol
 does not know the models: frame counts follow each model's temporal factor (``pvvae_cli.frames``), checked by
 ``check_model`` for every model it is run on.
@@ -47,6 +48,18 @@ def load_clip(path: str | Path, frames: int, size: int | None, start: int = 0) -
     return x if size is None else resize_crop(x, size)
 
 
+def window_starts(num_frames: int, frames: int, windows: int = 1, start: int = 0) -> list[int]:
+    """First frames of ``windows`` windows of ``frames`` frames spread evenly over ``start .. num_frames - 1`` (the
+    first at ``start``, the last ending at the clip's end; fewer when the clip is too short for distinct ones).
+    One window: ``[start]``. Empty when not even one fits."""
+    last = num_frames - frames
+    if last < start:
+        return []
+    if windows == 1:
+        return [start]
+    return sorted({start + round(i * (last - start) / (windows - 1)) for i in range(windows)})
+
+
 @dataclass(frozen=True)
 class EvalProtocol:
     """What is measured; written into the JSON so numbers can be reproduced."""
@@ -54,6 +67,7 @@ class EvalProtocol:
     frames: int = 17
     size: int = 256
     start: int = 0
+    windows: int = 1  # windows per clip, spread evenly from start to the end (window_starts)
     predict_context: int | None = None
     padding: str = "auto"  # padding latents for prediction: auto (the model's), learnable, gaussian
     batch_size: int = 1
@@ -66,6 +80,8 @@ class EvalProtocol:
             raise ValueError(f"size must be a positive multiple of 16, got {self.size}")
         if self.start < 0:
             raise ValueError(f"start must be >= 0, got {self.start}")
+        if self.windows < 1:
+            raise ValueError(f"windows must be >= 1, got {self.windows}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
@@ -84,3 +100,20 @@ class EvalProtocol:
         if max_videos is not None and max_videos < 1:
             raise ValueError(f"max videos must be >= 1, got {max_videos}")
         return collect_videos(inputs, include_images=self.frames == 1)[:max_videos]
+
+    def clips(self, videos: Sequence[str | Path]):
+        """Yield ``(name, clip)`` for every window of every video, or ``(message, None)`` for one that is skipped
+        (too short, unreadable). ``name`` is the path, with ``@START`` when there are several windows."""
+        for path in videos:
+            try:
+                starts = window_starts(probe(path).num_frames, self.frames, self.windows, self.start)
+            except VideoReadError as e:
+                yield str(e), None
+                continue
+            for s in starts or [self.start]:  # too short: load_clip says why
+                try:
+                    clip = load_clip(path, self.frames, self.size, s)
+                except ClipSkipped as e:
+                    yield str(e), None
+                    continue
+                yield (f"{path}@{s}" if self.windows > 1 else str(path)), clip

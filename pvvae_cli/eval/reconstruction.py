@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pvvae_cli.codec.prediction import predict_future, score_prediction
-from pvvae_cli.eval.protocol import ClipSkipped, EvalProtocol, load_clip
+from pvvae_cli.eval.protocol import EvalProtocol
 from pvvae_cli.eval.report import PER_VIDEO_KEYS, EvalReport, ModelResult
 from pvvae_cli.eval.speed import SpeedProtocol, measure_speed_isolated
 from pvvae_cli.metrics.fvd import FeatureExtractor, extract_features, fvd_from_features, load_i3d
@@ -165,22 +165,20 @@ def evaluate(
 
     names: list[str] = []
     clips: list[torch.Tensor] = []
-    for path in videos:
-        try:
-            clip = load_clip(path, protocol.frames, protocol.size, protocol.start)
-        except ClipSkipped as e:
-            skipped.append(str(e))
-            say(f"skip {e}")
+    for name, clip in protocol.clips(videos):
+        if clip is None:
+            skipped.append(name)
+            say(f"skip {name}")
             continue
-        names.append(str(path))
+        names.append(name)
         clips.append(clip)
-        kept.append(str(path))
+        kept.append(name)
         if len(clips) == protocol.batch_size:
-            say(f"[{len(kept)}/{len(videos)}] {path}")
+            say(f"[{len(kept)}] {name}")
             run_batch(names, clips)
             names, clips = [], []
     if clips:
-        say(f"[{len(kept)}/{len(videos)}] {names[-1]}")
+        say(f"[{len(kept)}] {names[-1]}")
         run_batch(names, clips)
     if not kept:
         raise ValueError("no clip could be evaluated: " + "; ".join(skipped))

@@ -84,7 +84,11 @@ class EvalReport:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         p = self.protocol
         lines.append("")
-        desc = (f"{len(self.videos)} video(s), frames {p['start']}..{p['start'] + p['frames'] - 1}, short side → "
+        clips = (f"{len(self.videos)} video(s), frames {p['start']}..{p['start'] + p['frames'] - 1}"
+                 if p.get("windows", 1) == 1 else
+                 f"{len(self.videos)} windows of {p['frames']} frames ({p['windows']} per video, from frame "
+                 f"{p['start']} to the end)")
+        desc = (f"{clips}, short side → "
                 f"{p['size']} + centre crop, posterior mode, {p['device']} {p['dtype']}")
         if p.get("predict_context"):
             desc += (f"; prediction: {p['predict_context']} context + {p['frames'] - p['predict_context']} future "
