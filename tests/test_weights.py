@@ -31,6 +31,20 @@ def test_save_load_roundtrip(saved):
     assert torch.equal(vae.padding_token, loaded.padding_token)
 
 
+def test_half_precision_storage_and_release(tmp_path, tiny):
+    """``dtype=float16`` halves the file and loads back to fp32 within fp16 rounding; ``release`` names the
+    published model beside the config without changing it."""
+    d = tiny.save_pretrained(tmp_path / "h", dtype=torch.float16, release={"name": "m", "version": "1.0"})
+    assert all(t.dtype == torch.float16 for t in load_file(d / "model.safetensors").values())
+    assert json.loads((d / "config.json").read_text())["release"] == {"name": "m", "version": "1.0"}
+    loaded = VideoVAE.from_pretrained(d)
+    assert loaded.config == tiny.config and loaded.padding_token.dtype == torch.float32
+    for (k, a), b in zip(tiny.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+    full = tiny.save_pretrained(tmp_path / "f")
+    assert (d / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+
+
 def _edit_config(d, **changes):
     cfg = json.loads((d / "config.json").read_text())
     for k, v in changes.items():
@@ -64,6 +78,7 @@ def test_no_such_folder(tmp_path):
         ({"class_name": "Other"}, "class_name is 'Other'"),
         ({"bogus": 3}, "unknown VAEConfig keys \\['bogus'\\]"),
         ({"base_channels": -4}, "invalid config"),
+        ({"release": "v1"}, "release must be"),
     ],
 )
 def test_bad_config(saved, changes, match):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pvvae_cli.cli.common import check_can_create, fail, load_model
+from pvvae_cli.cli.common import check_can_create, fail, load_model, model_or_default
 
 
 class Dtype(StrEnum):
@@ -23,12 +23,9 @@ class Tile(StrEnum):
     off = "off"
 
 
-NO_DEFAULT_MODEL = ("no default weights are shipped yet: pass --model with a weights folder, a Hugging Face repo id, "
-                    "or preset:NAME (random weights, for tests only)")
-
-
 def open_codec(model: str | None, device: str, dtype: Dtype):
-    """Resolve device and dtype (``pvvae_cli.device``), load the model, and wrap it in a ``Codec``."""
+    """Resolve device and dtype (``pvvae_cli.device``), load the model (the shipped default when ``model`` is None),
+    and wrap it in a ``Codec``."""
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.runtime.allocator import keep_freed_memory
@@ -36,8 +33,7 @@ def open_codec(model: str | None, device: str, dtype: Dtype):
 
     keep_freed_memory()  # several times faster elementwise ops on video-sized tensors (see allocator.py)
 
-    if model is None:
-        fail(NO_DEFAULT_MODEL)
+    model = model_or_default(model)
     try:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype.value, dev)

@@ -43,6 +43,20 @@ def check_output_file(path: Path, inputs: tuple[Path, ...] = (), option: str = "
     check_can_create(path.parent, option)
 
 
+def model_or_default(spec: str | None) -> str:
+    """``spec``, or the shipped default model when a command is given no ``--model`` (``models/default.py``); fails
+    with one line when there is none."""
+    if spec is not None:
+        return spec
+    from pvvae_cli.models.default import default_model
+    from pvvae_cli.models.weights import WeightsError
+
+    try:
+        return default_model()
+    except WeightsError as e:
+        fail(str(e))
+
+
 def load_model(spec: str, device: str = "cpu"):
     """``pvvae_cli.models.registry.load_model`` (a weights folder, a hub repo id, or ``preset:NAME``), plus the
     warning on stderr that a preset has random weights. Errors (``ValueError``s: ``WeightsError``, unknown preset)

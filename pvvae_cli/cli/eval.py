@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.common import fail, load_model
+from pvvae_cli.cli.common import fail, load_model, model_or_default
 from pvvae_cli.cli.predict import Padding
 
 # The protocols' messages start with the field at fault ("frames must be ..."); the user typed an option.
@@ -34,7 +34,8 @@ def evaluate(
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, optionally "
-                                            "@revision) or preset:NAME; repeat to compare models."),
+                                            "@revision) or preset:NAME; repeat to compare models. [default: the "
+                                            "shipped model, or $PVVAE_MODEL]"),
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,
@@ -131,8 +132,7 @@ def evaluate(
 
     if not inputs:
         fail("give one or more videos or folders (INPUT...), or --reference DIR --generated DIR")
-    if not model:
-        fail("give at least one --model (a weights folder, hub repo id or preset:NAME)")
+    model = model or [model_or_default(None)]
     try:
         protocol = EvalProtocol(frames=frames, size=size, start=start, windows=windows,
                                 predict_context=predict_context,

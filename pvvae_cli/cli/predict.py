@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.common import check_output_file, fail, load_model
+from pvvae_cli.cli.common import check_output_file, fail, load_model, model_or_default
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 
 # Latents appended for the future frames: the model's own mode (auto) or one of the padding modes models know.
@@ -26,8 +26,9 @@ def predict(
                                   "file from `pvvae encode` (its latent frames are the context).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4): observed + predicted frames.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, "
-                                                             "optionally @revision) or preset:NAME.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, "
+                                                                    "optionally @revision) or preset:NAME. [default: "
+                                                                    "the shipped model, or $PVVAE_MODEL]")] = None,
     context_frames: Annotated[
         int, typer.Option(help="Observed frames to encode: 1 + 4a (1, 5, 9, ...) for t4 models. Ignored for a "
                                "latent file.")
@@ -93,6 +94,7 @@ def predict(
     if output_kind(output) == "image":
         fail(f"--output {output}: predict writes several frames; use a video (.mp4) or a folder path for PNG frames")
     is_latent = source.suffix.lower() == ".safetensors"
+    model = model_or_default(model)
     try:
         vae = load_model(model, device=str(dev)).to(dev).eval()
     except ValueError as e:

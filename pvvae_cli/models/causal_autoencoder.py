@@ -55,9 +55,11 @@ class CausalConvAutoencoder(nn.Module):
         """Load from a weights folder (``config.json`` + ``model.safetensors``) or a Hugging Face repo id."""
         return weights.load_pretrained(name_or_path, revision=revision, device=device, expect=cls)
 
-    def save_pretrained(self, directory: str | Path, model_card: str | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``."""
-        return weights.save_pretrained(self, directory, model_card=model_card)
+    def save_pretrained(self, directory: str | Path, model_card: str | None = None, dtype: torch.dtype | None = None,
+                        release: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md`` if ``model_card``) to ``directory``;
+        ``dtype`` stores the weights at that precision, ``release`` names a published model (name, version)."""
+        return weights.save_pretrained(self, directory, model_card=model_card, dtype=dtype, release=release)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

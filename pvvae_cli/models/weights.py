@@ -33,21 +33,26 @@ class WeightsError(PvvaeError, ValueError):
     """A weights folder or repo that cannot be loaded; the message names the file and the problem."""
 
 
-def config_to_json(config) -> dict:
-    """``config.json``'s content for a config of any registered family."""
+def config_to_json(config, release: dict | None = None) -> dict:
+    """``config.json``'s content for a config of any registered family. ``release``: the name and version of a
+    published model (``{"name": ..., "version": ...}``), kept beside the config (not part of it or its hash)."""
+    meta = {"release": release} if release else {}
     return {"class_name": registry.family_of(config).class_name, "format_version": FORMAT_VERSION,
-            "pvvae_version": __version__, **config.to_dict()}
+            "pvvae_version": __version__, **meta, **config.to_dict()}
 
 
-def save_pretrained(model, directory: str | Path, model_card: str | None = None) -> Path:
-    """Write ``model`` to ``directory`` (created if needed); each file is written atomically."""
+def save_pretrained(model, directory: str | Path, model_card: str | None = None, dtype: torch.dtype | None = None,
+                    release: dict | None = None) -> Path:
+    """Write ``model`` to ``directory`` (created if needed); each file is written atomically. ``dtype``: store the
+    floating-point tensors at this precision (e.g. ``torch.float16``, half the file; loading computes in fp32)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
+               .contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "pvvae_format_version": str(FORMAT_VERSION)})
     with atomic_path(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config_to_json(model.config), indent=2) + "\n")
+        tmp.write_text(json.dumps(config_to_json(model.config, release), indent=2) + "\n")
     if model_card is not None:
         with atomic_path(directory / CARD_NAME) as tmp:
             tmp.write_text(model_card)
@@ -76,6 +81,10 @@ def read_config(path: Path, label: str | None = None):
             "upgrade pvvae or re-export the weights"
         )
     raw.pop("pvvae_version", None)
+    release = raw.pop("release", None)
+    if release is not None and not (isinstance(release, dict) and isinstance(release.get("name"), str)
+                                    and isinstance(release.get("version"), str)):
+        raise WeightsError(f"{where}: release must be {{\"name\": ..., \"version\": ...}}, got {release!r}")
     try:
         return registry.get_family(cls).config_class.from_dict(raw)
     except (ValueError, TypeError) as e:
