@@ -34,8 +34,10 @@ def one_thread():
 # ---- shared by the training tests (test_train*.py, test_data.py, test_losses.py, test_predictive.py)
 
 # A run that takes seconds on one CPU thread: the tiny preset, 5-frame 32x32 synthetic clips, a small discriminator.
+# fp32: "auto" would pick bf16 on some CPUs, and the tests' numbers must not depend on the machine.
 TINY_TRAIN = dict(preset="tiny", data=["synthetic:shapes"], frames=5, size=32, batch_size=1, steps=4, lr=1e-3,
-                  workers=0, log_every=1, val_every=100, val_clips=1, ckpt_every=100, disc_channels=8, disc_layers=2)
+                  precision="fp32", workers=0, log_every=1, val_every=100, val_clips=1, ckpt_every=100, disc_channels=8,
+                  disc_layers=2)
 
 
 def tiny_train_config(stage: str = "video", **changes):

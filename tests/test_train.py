@@ -242,3 +242,18 @@ def test_lr_defaults_to_the_presets_and_is_saved_resolved(tmp_path):
     cfg2 = tiny_train_config(lr=None, steps=1, preset=None, init=str(tmp_path / "a" / "weights"))
     train(cfg2, tmp_path / "b", quiet=True)
     assert json.loads((tmp_path / "b" / "train_config.json").read_text())["lr"] == DEFAULT_LR["tiny"]
+
+
+def test_auto_precision_is_measured_on_the_cpu(monkeypatch):
+    """``--precision auto`` on the CPU takes bf16 only where the probe measures it clearly faster than fp32."""
+    import torch
+
+    from pvvae_cli.runtime import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.cpu_bf16_speedup() > 0
+    for speedup, expected in ((0.7, torch.float32), (1.1, torch.float32), (1.9, torch.bfloat16)):
+        monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda threads=None, s=speedup: s)
+        assert dev.resolve_training_dtype("auto", cpu) == expected
+    assert dev.resolve_training_dtype("fp32", cpu) == torch.float32
+    assert dev.resolve_training_dtype("bf16", cpu) == torch.bfloat16

@@ -15,7 +15,7 @@ from pvvae_cli.config_io import strict_from_dict
 from pvvae_cli.gen.config import PRESETS
 from pvvae_cli.train.config import ConfigError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: runtime.device.resolve_training_dtype
 RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "ckpt_every", "eval_every")  # change nothing computed
 
 

@@ -32,7 +32,7 @@ from pvvae_cli.runtime import distributed as dist
 from pvvae_cli.runtime.device import autocast
 from pvvae_cli.train import checkpoints as ckpts
 from pvvae_cli.train.checkpoints import TrainError
-from pvvae_cli.train.run_log import RunLog, open_run
+from pvvae_cli.train.run_log import RunLog, open_run, precision_note
 from pvvae_cli.train.state import EMA, lr_factor, restore_rng, rng_state
 from pvvae_cli.train.stop import StopOnSignal
 
@@ -126,6 +126,8 @@ def train_gen(
                            "classes": list(data.class_names), "parameters": sum(p.numel() for p in params)})
 
     ddp_model = dist.wrap_ddp(model, dist_info, device)
+    if note := precision_note(cfg.precision, device, dtype):
+        run_log.say(note)
     start_step, status, last_loss, last_eval = step, "finished", float("nan"), {}
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not is_main, dynamic_ncols=True, unit="step",
                file=sys.stderr)

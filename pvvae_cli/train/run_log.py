@@ -49,12 +49,26 @@ def open_run(out_dir: Path, device: str, precision: str, quiet: bool = False,
     compute dtype, and open the run log. Returns ``(dist_info, device, dtype, run_log)``; a bad device or
     precision is a ``TrainError``."""
     from pvvae_cli.runtime import distributed as dist
-    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
+    from pvvae_cli.runtime.device import resolve_device, resolve_training_dtype
     from pvvae_cli.train import checkpoints as ckpts
 
     try:
         dist_info, dev = dist.init_distributed(resolve_device(device))
-        dtype = resolve_dtype(precision, dev)
+        dtype = resolve_training_dtype(precision, dev)
     except ValueError as e:
         raise ckpts.TrainError(str(e)) from e
-    return dist_info, dev, dtype, RunLog(Path(out_dir) / ckpts.METRICS_FILE, dist_info, quiet, log)
+    run_log = RunLog(Path(out_dir) / ckpts.METRICS_FILE, dist_info, quiet, log)
+    return dist_info, dev, dtype, run_log
+
+
+def precision_note(precision: str, device, dtype) -> str | None:
+    """What ``--precision auto`` chose, and on the CPU why (said once when the loop starts); None otherwise."""
+    import torch
+
+    from pvvae_cli.runtime.device import cpu_bf16_speedup
+
+    if precision != "auto":
+        return None
+    why = (f" (bf16 measured at {cpu_bf16_speedup(torch.get_num_threads()):.2f}x the fp32 speed on this CPU)"
+           if device.type == "cpu" else "")
+    return f"precision auto: {'bf16' if dtype == torch.bfloat16 else 'fp32'}{why}"

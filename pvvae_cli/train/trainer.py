@@ -37,7 +37,7 @@ from pvvae_cli.train.data import make_dataset, make_loader
 from pvvae_cli.train.discriminator import PatchDiscriminator3D
 from pvvae_cli.train.model_card import model_card
 from pvvae_cli.train.objective import PredictiveVAE, num_groups, sample_num_dropped
-from pvvae_cli.train.run_log import open_run
+from pvvae_cli.train.run_log import open_run, precision_note
 from pvvae_cli.train.state import EMA, restore_rng, rng_state
 from pvvae_cli.train.stop import StopOnSignal, worker_ignore_sigint
 from pvvae_cli.train.validation import summary, validate, validation_clips, write_sample
@@ -137,6 +137,8 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not is_main or not sys.stderr.isatty(), unit="step",
                dynamic_ncols=True, file=sys.stderr)
     update_time, steps_since_log = 0.0, 0
+    if note := precision_note(cfg.precision, device, dtype):
+        run_log.say(note)
     with StopOnSignal(run_log.say) as stop, contextlib.closing(bar):
         while True:
             # -- before update `step`: validation, checkpoint, stop
