@@ -8,8 +8,9 @@ each class looks like. Its two numbers for a set of generated clips (the protoco
 - Frechet distance (``metrics.fvd.frechet_distance``) between its penultimate features of the samples and of the
   real test clips, the FVD recipe in a feature space that knows the data ("FCD" below).
 
-The network: three strided 3-D convolutions (16, 32, 64 channels, GroupNorm + SiLU), global average pooling to a
-64-d feature, a linear head. Input pixels ``(B, 3, T, H, W)`` in [-1, 1], any ``T >= 1`` and ``H, W >= 8``.
+The network: four strided 3-D convolutions (16, 32, 64, 64 channels, GroupNorm + SiLU; 31-px receptive field, a
+digit's size), the maximum over positions (a digit may be anywhere) and the mean over time: a 64-d feature; a
+linear head. Input pixels ``(B, 3, T, H, W)`` in [-1, 1], any ``T >= 1`` and ``H, W >= 16``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ class ClipClassifier(nn.Module):
         self.num_classes = num_classes
         layers: list[nn.Module] = []
         c_in = 3
-        for c_out, stride in ((16, (1, 2, 2)), (32, (2, 2, 2)), (FEATURE_DIM, (2, 2, 2))):
+        for c_out, stride in ((16, (1, 2, 2)), (32, (2, 2, 2)), (FEATURE_DIM, (2, 2, 2)), (FEATURE_DIM, (1, 2, 2))):
             layers += [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
             c_in = c_out
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x).mean(dim=(2, 3, 4))  # (B, 64)
+        return self.trunk(x).amax(dim=(3, 4)).mean(2)  # (B, 64): max over positions, mean over time
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -46,8 +47,8 @@ class ClipClassifier(nn.Module):
 def train_classifier(clips: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int, seed: int = 0,
                      batch_size: int = 16, lr: float = 2e-3) -> ClipClassifier:
     """Train on ``clips`` ``(N, 3, T, H, W)`` in [-1, 1] with ``labels`` ``(N,)`` in ``0..K-1`` for ``steps`` Adam
-    steps (batches drawn from epoch permutations seeded by ``seed``; a random horizontal shift of up to 4 px as
-    augmentation, since the samples' digits may sit anywhere). Returns the model in eval mode on the CPU."""
+    steps (batches drawn from epoch permutations seeded by ``seed``; a random shift of up to 4 px in each direction
+    as augmentation, since the samples' digits may sit anywhere). Returns the model in eval mode on the CPU."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = ClipClassifier(num_classes)
@@ -60,8 +61,8 @@ def train_classifier(clips: torch.Tensor, labels: torch.Tensor, num_classes: int
             order, pos = torch.randperm(len(clips), generator=g), 0
         idx = order[pos:pos + batch_size]
         pos += batch_size
-        shift = int(torch.randint(-4, 5, (), generator=g))
-        x = torch.roll(clips[idx], shifts=shift, dims=-1)
+        shifts = torch.randint(-4, 5, (2,), generator=g).tolist()
+        x = torch.roll(clips[idx], shifts=shifts, dims=(-2, -1))
         loss = F.cross_entropy(model(x), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

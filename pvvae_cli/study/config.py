@@ -33,17 +33,19 @@ class StudyConfig:
     data_seed: int = 0
     # the VAEs: `pvvae train --stage video` then `pvvae finetune-decoder`, no adversarial loss (see docs)
     vae_preset: str = "tiny"
-    vae_steps: int = 500
-    decoder_steps: int = 150
+    vae_steps: int = 400
+    decoder_steps: int = 100
     vae_batch: int = 4
     # the judge: a small 3-D CNN trained on the real training clips
-    classifier_steps: int = 300
+    classifier_steps: int = 1000
     # the latent DiT: `pvvae gen train`, class-conditional on the digit
     gen_preset: str = "tiny"
-    gen_steps: int = 1500
+    gen_steps: int = 2000
     gen_batch: int = 32
-    gen_lr: float = 3e-4
-    eval_every: int = 300
+    # lr 1e-3 and time shift 3: what made `tiny` learn on the CPU (README, "gen: does it learn?")
+    gen_lr: float = 1e-3
+    gen_time_shift: float = 3.0
+    eval_every: int = 500
     eval_samples: int = 32  # per evaluation (classes in turn); FVD/FCD are biased at small counts: compare equal
     sample_steps: int = 25  # Euler steps per sample
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -224,6 +224,7 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
     if _fresh(gen_dir, (gen_dir / "weights" / "config.json").exists()):
         gcfg = GenTrainConfig(data=str(latent_dir), class_from_folders=True, preset=cfg.gen_preset,
                               steps=cfg.gen_steps, batch_size=cfg.gen_batch, lr=cfg.gen_lr, seed=seed,
+                              time_shift=cfg.gen_time_shift,
                               eval_every=cfg.eval_every, ckpt_every=cfg.gen_steps, log_every=10,
                               precision=cfg.precision, device=cfg.device)
         hook = eval_hook(vae, features, judge, ref_i3d, ref_clf, cfg.eval_samples, cfg.sample_steps, seed)

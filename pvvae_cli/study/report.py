@@ -72,7 +72,8 @@ def results_markdown(results: dict) -> str:
         f"std over seeds). Data: digits {cfg['classes']}, {cfg['train_per_class']} train / {cfg['test_per_class']} "
         f"test clips per class, {cfg['frames']} frames {cfg['size']}x{cfg['size']}. VAE `{cfg['vae_preset']}`: "
         f"{cfg['vae_steps']} video-stage + {cfg['decoder_steps']} decoder steps, batch {cfg['vae_batch']}. DiT "
-        f"`{cfg['gen_preset']}`: {cfg['gen_steps']} steps, batch {cfg['gen_batch']}, lr {cfg['gen_lr']}; "
+        f"`{cfg['gen_preset']}`: {cfg['gen_steps']} steps, batch {cfg['gen_batch']}, lr {cfg['gen_lr']}, time shift "
+        f"{cfg['gen_time_shift']}; "
         f"{cfg['eval_samples']} samples per evaluation ({cfg['sample_steps']} Euler steps) against "
         f"{results['num_test_clips']} real test clips. Judge accuracy on real test clips: "
         f"{results['judge_test_accuracy']:.3f}. The protocol and how to read this: ../diffusability.md.", "",
