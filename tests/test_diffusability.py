@@ -219,6 +219,15 @@ def test_smoke_study_end_to_end(digits, tmp_path, one_thread):
     # a rerun reuses every finished phase (same numbers); another config into the same folder is refused
     again = run_study(cfg, digits, out, features=_StandIn(), log=None)
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in results["runs"]]
+    # a VAE trained again (here: its decoder stage deleted) makes its latents and DiT be redone, nothing else
+    import shutil
+
+    gen_weights = {v: out / "seed0" / v / "gen" / "weights" / "model.safetensors" for v in ("recon", "predictive")}
+    before = {v: p.stat().st_mtime_ns for v, p in gen_weights.items()}
+    shutil.rmtree(out / "seed0" / "recon" / "decoder")
+    run_study(cfg, digits, out, features=_StandIn(), log=None)
+    assert gen_weights["recon"].stat().st_mtime_ns > before["recon"]
+    assert gen_weights["predictive"].stat().st_mtime_ns == before["predictive"]
     with pytest.raises(StudyConfigError, match="another configuration"):
         run_study(cfg.replace(gen_steps=3), digits, out, features=_StandIn(), log=None)
     # the command line: a missing digit file is one line and exit 2, before any work

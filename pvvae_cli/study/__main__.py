@@ -36,8 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--no-fvd", action="store_true", help="skip FVD/KVD (no I3D needed)")
     a = p.parse_args(argv)
+    from pvvae_cli.gen.plot import have_matplotlib
     from pvvae_cli.study.diffusability import run_study
     from pvvae_cli.study.report import write_report
+
+    if not have_matplotlib():  # the plots come at the end: say so before an hour of training
+        print("error: the report's plots need matplotlib: pip install matplotlib (or the plot extra)", file=sys.stderr)
+        return 2
 
     overrides = {k: v for k, v in dict(vae_steps=a.vae_steps, decoder_steps=a.decoder_steps, gen_steps=a.gen_steps,
                                        eval_every=a.eval_every, eval_samples=a.eval_samples, device=a.device,

@@ -75,10 +75,10 @@ def _fresh(run_dir: Path, done: bool) -> bool:
 
 
 def train_vae(cfg: StudyConfig, train_dir: Path, test_dir: Path, run_dir: Path, seed: int, predictive: bool,
-              quiet: bool = True) -> Path:
+              quiet: bool = True) -> tuple[Path, bool]:
     """``pvvae train --stage video`` then ``pvvae finetune-decoder`` (same data, batch and seed); returns the
-    fine-tuned weights folder. No adversarial loss in either stage (gan_weight 0): at these step counts it would
-    add cost and noise, and both variants are treated alike."""
+    fine-tuned weights folder and whether anything was (re)trained. No adversarial loss in either stage
+    (gan_weight 0): at these step counts it would add cost and noise, and both variants are treated alike."""
     from pvvae_cli.train.config import build_config
     from pvvae_cli.train.trainer import train
 
@@ -86,15 +86,17 @@ def train_vae(cfg: StudyConfig, train_dir: Path, test_dir: Path, run_dir: Path, 
                   batch_size=cfg.vae_batch, seed=seed, gan_weight=0.0, val_clips=2, workers=1,
                   precision=cfg.precision, device=cfg.device, log_every=10)
     video, decoder = run_dir / "vae", run_dir / "decoder"
-    if _fresh(video, (video / "weights" / "config.json").exists()):
+    redo = _fresh(video, (video / "weights" / "config.json").exists())
+    if redo:
         vcfg = build_config("video", preset=cfg.vae_preset, steps=cfg.vae_steps, predictive=predictive,
                             val_every=cfg.vae_steps, ckpt_every=cfg.vae_steps, **common)
         train(vcfg, video, quiet=quiet)
-    if _fresh(decoder, (decoder / "weights" / "config.json").exists()):
+    redo = _fresh(decoder, not redo and (decoder / "weights" / "config.json").exists()) or redo
+    if redo:
         dcfg = build_config("decoder", init=str(video / "weights"), steps=cfg.decoder_steps,
                             val_every=cfg.decoder_steps, ckpt_every=cfg.decoder_steps, **common)
         train(dcfg, decoder, quiet=quiet)
-    return decoder / "weights"
+    return decoder / "weights", redo
 
 
 @torch.no_grad()
@@ -194,7 +196,8 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    weights = train_vae(cfg, data_dir / "train", data_dir / "test", out, seed, VARIANTS[variant])
+    # a retrained VAE makes its latents and DiT stale: they are redone too
+    weights, redo = train_vae(cfg, data_dir / "train", data_dir / "test", out, seed, VARIANTS[variant])
     timings["vae_s"] = time.perf_counter() - t0
     _say(log, f"seed {seed} {variant}: VAE trained ({timings['vae_s']:.0f} s)")
 
@@ -214,14 +217,15 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
 
     t0 = time.perf_counter()
     latent_dir = out / "latents"
-    if _fresh(latent_dir, (latent_dir / ".done").exists()):
+    if _fresh(latent_dir, not redo and (latent_dir / ".done").exists()):
+        redo = True
         encode_set(weights, data_dir / "train", latent_dir, device)
         (latent_dir / ".done").write_text("")
     timings["encode_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     gen_dir = out / "gen"
-    if _fresh(gen_dir, (gen_dir / "weights" / "config.json").exists()):
+    if _fresh(gen_dir, not redo and (gen_dir / "weights" / "config.json").exists()):
         gcfg = GenTrainConfig(data=str(latent_dir), class_from_folders=True, preset=cfg.gen_preset,
                               steps=cfg.gen_steps, batch_size=cfg.gen_batch, lr=cfg.gen_lr, seed=seed,
                               time_shift=cfg.gen_time_shift,
