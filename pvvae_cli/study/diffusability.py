@@ -64,6 +64,23 @@ def make_data(cfg: StudyConfig, digits: str | Path, data_dir: Path) -> None:
         md.write_split(md.make_split(images, labels, spec, split), data_dir / split)
 
 
+class PhaseTimes:
+    """Wall seconds per phase, kept in ``path`` (JSON) so that a rerun reusing a phase reports the time it took
+    when it ran, not the ~0 s of reusing it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def record(self, key: str, t0: float, ran: bool = True) -> None:
+        if ran or key not in self.times:
+            self.times[key] = time.perf_counter() - t0
+            from pvvae_cli.runtime.atomic import atomic_path
+
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(self.times, indent=1))
+
+
 def _fresh(run_dir: Path, done: bool) -> bool:
     """Whether the phase writing ``run_dir`` must run: not when ``done``; a leftover of an interrupted phase is
     removed first (the study owns these folders)."""
@@ -194,12 +211,13 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
     from pvvae_cli.study.clip_classifier import class_scores
     from pvvae_cli.study.latent_analysis import latent_temporal_distance, pca_basis, pca_video, side_by_side
 
-    timings: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    timings = PhaseTimes(out / "timings.json")
     t0 = time.perf_counter()
     # a retrained VAE makes its latents and DiT stale: they are redone too
     weights, redo = train_vae(cfg, data_dir / "train", data_dir / "test", out, seed, VARIANTS[variant])
-    timings["vae_s"] = time.perf_counter() - t0
-    _say(log, f"seed {seed} {variant}: VAE trained ({timings['vae_s']:.0f} s)")
+    timings.record("vae_s", t0, redo)
+    _say(log, f"seed {seed} {variant}: VAE {'trained' if redo else 'reused'} ({timings.times['vae_s']:.0f} s)")
 
     t0 = time.perf_counter()
     vae = load_model(str(weights), device=device).eval()
@@ -213,19 +231,21 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
     frames = ((clips[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     pca = pca_video(latents[0], cfg.size, cfg.size, basis)
     write_video(out / "pca_test0.mp4", side_by_side(frames, pca, vae.config.temporal_compression), md.FPS)
-    timings["analysis_s"] = time.perf_counter() - t0
+    timings.record("analysis_s", t0)
 
     t0 = time.perf_counter()
     latent_dir = out / "latents"
-    if _fresh(latent_dir, not redo and (latent_dir / ".done").exists()):
+    encode = _fresh(latent_dir, not redo and (latent_dir / ".done").exists())
+    if encode:
         redo = True
         encode_set(weights, data_dir / "train", latent_dir, device)
         (latent_dir / ".done").write_text("")
-    timings["encode_s"] = time.perf_counter() - t0
+    timings.record("encode_s", t0, encode)
 
     t0 = time.perf_counter()
     gen_dir = out / "gen"
-    if _fresh(gen_dir, not redo and (gen_dir / "weights" / "config.json").exists()):
+    redo = _fresh(gen_dir, not redo and (gen_dir / "weights" / "config.json").exists())
+    if redo:
         gcfg = GenTrainConfig(data=str(latent_dir), class_from_folders=True, preset=cfg.gen_preset,
                               steps=cfg.gen_steps, batch_size=cfg.gen_batch, lr=cfg.gen_lr, seed=seed,
                               time_shift=cfg.gen_time_shift,
@@ -233,16 +253,16 @@ def run_variant(cfg: StudyConfig, seed: int, variant: str, data_dir: Path, out: 
                               precision=cfg.precision, device=cfg.device)
         hook = eval_hook(vae, features, judge, ref_i3d, ref_clf, cfg.eval_samples, cfg.sample_steps, seed)
         train_gen(gcfg, gen_dir, quiet=True, eval_hook=hook)
-    timings["gen_s"] = time.perf_counter() - t0
-    _say(log, f"seed {seed} {variant}: DiT trained ({timings['gen_s']:.0f} s)")
+    timings.record("gen_s", t0, redo)
+    _say(log, f"seed {seed} {variant}: DiT {'trained' if redo else 'reused'} ({timings.times['gen_s']:.0f} s)")
 
     t0 = time.perf_counter()
     gen = load_gen(str(gen_dir / "weights"), device=device)
     generate(gen, gen_dir / "samples", num=2 * len(cfg.classes), steps=cfg.sample_steps, seed=seed,
              vae_spec=str(weights))
-    timings["sample_s"] = time.perf_counter() - t0
+    timings.record("sample_s", t0)
     return {"seed": seed, "variant": variant, "vae": metrics, "latent_distance": distance.tolist(),
-            "curve": read_evals(gen_dir), "timings": timings}
+            "curve": read_evals(gen_dir), "timings": timings.times}
 
 
 def run_study(cfg: StudyConfig, digits: str | Path, out_dir: str | Path, features="i3d",
@@ -272,30 +292,34 @@ def run_study(cfg: StudyConfig, digits: str | Path, out_dir: str | Path, feature
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(saved) as tmp:
         tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
-    timings: dict[str, float] = {}
+    timings = PhaseTimes(out_dir / "timings.json")
 
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
+    written = not all((data_dir / split / md.LABELS_FILE).exists() for split in ("train", "test"))
     make_data(cfg, digits, data_dir)
     train_clips, train_labels, class_names, _ = load_split(data_dir / "train")
     test = load_split(data_dir / "test")
-    timings["data_s"] = time.perf_counter() - t0
+    timings.record("data_s", t0, written)
     _say(log, f"data: {len(train_clips)} train, {len(test[0])} test clips in {data_dir}")
 
     t0 = time.perf_counter()
     judge = ClipClassifier(len(class_names))
-    if (out_dir / CLASSIFIER_FILE).exists():
-        judge.load_state_dict(load_file(out_dir / CLASSIFIER_FILE))
-        judge.eval()
-    else:
+    trained = not (out_dir / CLASSIFIER_FILE).exists()
+    if trained:
         judge = train_classifier(train_clips, train_labels, len(class_names), cfg.classifier_steps,
                                  seed=cfg.data_seed)
         with atomic_path(out_dir / CLASSIFIER_FILE) as tmp:
             save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, tmp)
+    else:
+        judge.load_state_dict(load_file(out_dir / CLASSIFIER_FILE))
+        judge.eval()
+    timings.record("judge_s", t0, trained)
+    t0 = time.perf_counter()
     test_pred, ref_clf = predict(judge, test[0])
     judge_acc = float((test_pred == test[1].numpy()).mean())
     ref_i3d = extract_features(features, test[0], batch_size=8) if features is not None else None
-    timings["judge_s"] = time.perf_counter() - t0
+    timings.record("reference_s", t0)
     _say(log, f"judge: test accuracy {judge_acc:.3f} on {len(test[0])} real clips")
 
     runs = []
@@ -305,7 +329,7 @@ def run_study(cfg: StudyConfig, digits: str | Path, out_dir: str | Path, feature
                                     features, ref_i3d, ref_clf, test, device, log))
     results = {"config": cfg.to_dict(), "class_names": class_names, "judge_test_accuracy": judge_acc,
                "fvd_features": getattr(features, "name", None), "num_test_clips": len(test[0]),
-               "timings": timings, "runs": runs}
+               "timings": timings.times, "runs": runs}
     with atomic_path(out_dir / RESULTS_FILE) as tmp:
         tmp.write_text(json.dumps(results, indent=1))
     return results

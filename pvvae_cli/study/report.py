@@ -113,7 +113,8 @@ def results_markdown(results: dict) -> str:
                                                   for v in variants) + " |")
     t = [r["timings"] for r in results["runs"]]
     total = sum(results["timings"].values()) + sum(sum(x.values()) for x in t)
-    lines += ["", f"Wall time: {total / 60:.1f} min in all (data + judge {sum(results['timings'].values()):.0f} s; "
+    lines += ["", f"Wall time: {total / 60:.1f} min in all, each phase as long as it took when it ran (data, judge "
+              f"and reference features {sum(results['timings'].values()):.0f} s; "
               f"per VAE and DiT run, mean: VAE {np.mean([x['vae_s'] for x in t]):.0f} s, DiT with evaluations "
               f"{np.mean([x['gen_s'] for x in t]):.0f} s).", ""]
     return "\n".join(lines)
@@ -159,6 +160,7 @@ def plot_latent_distance(results: dict, path: Path) -> Path:
         if d.size:
             x = np.arange(1, d.shape[1] + 1)
             ax.errorbar(x, d.mean(0), yerr=d.std(0), marker="o", ms=3, capsize=2, label=v)
+            ax.set_xticks(x)
     ax.set_xlabel("interval (latent frames)", fontsize=8)
     ax.set_ylabel("mean L2 / sqrt(C)", fontsize=8)
     ax.set_title("latent temporal distance", fontsize=9)
@@ -171,8 +173,9 @@ def plot_latent_distance(results: dict, path: Path) -> Path:
     return path
 
 
-def pca_strip(video: Path, path: Path, every: int = 4) -> Path:
-    """Every ``every``-th frame of a side-by-side PCA video (input | PCA), stacked as one row of columns."""
+def pca_strip(video: Path, path: Path, every: int = 4, scale: int = 2) -> Path:
+    """Every ``every``-th frame of a side-by-side PCA video (input | PCA): inputs in a row, their PCA frames below,
+    enlarged ``scale`` times (nearest)."""
     from pvvae_cli.media.video_io import read_clip
     from pvvae_cli.media.writer import write_video
 
@@ -183,7 +186,9 @@ def pca_strip(video: Path, path: Path, every: int = 4) -> Path:
     # input frames on top, their latent PCA frames below
     top = np.concatenate([f[:, :half] for f in picked], axis=1)
     bottom = np.concatenate([f[:, half + 2:] for f in picked], axis=1)
-    write_video(path, np.concatenate([top, bottom], axis=0)[None], fps=1.0)
+    strip = np.concatenate([top, bottom], axis=0)
+    strip = strip.repeat(scale, axis=0).repeat(scale, axis=1)  # 64-px frames are too small to read on a page
+    write_video(path, strip[None], fps=1.0)
     return path
 
 
