@@ -233,3 +233,26 @@ def test_smoke_study_end_to_end(digits, tmp_path, one_thread):
     # the command line: a missing digit file is one line and exit 2, before any work
     assert main(["--digits", str(tmp_path / "nope.csv.gz"), "--out", str(tmp_path / "o"), "--no-fvd"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_run_sh_passes_digits_and_flags(digits, tmp_path):
+    """run.sh with the digits already in DIGITS_DIR (no fetch) hands them and its flags to the study: a bad flag
+    value is one line and exit 2, before any work."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "digits").mkdir()
+    shutil.copy(digits, tmp_path / "digits" / "mnist_5k.csv.gz")
+    env = os.environ | {"DIGITS_DIR": str(tmp_path / "digits"), "OUT": str(tmp_path / "out"),
+                        "REPORT": str(tmp_path / "report"), "PYTHON": sys.executable,
+                        "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run(["bash", str(root / "examples" / "diffusability" / "run.sh"), "--scale", "smoke",
+                          "--seeds", "0", "--no-fvd"], capture_output=True, text=True, env=env, cwd=root,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: seeds: give at least one seed (the study's default is 3)"]
+    assert not (tmp_path / "out").exists()

