@@ -95,6 +95,23 @@ def test_finetune_decoder_leaves_the_encoder_bit_identical(tmp_path):
     assert all(r["dropped"] == 0 and "gan" in r and "kl" not in r for r in lines)
 
 
+def test_sigterm_to_every_process_of_the_job_stops_cleanly(tmp_path):
+    """A scheduler's SIGTERM reaches the DataLoader workers too (here a little before the main process, as the
+    order is not defined): the workers keep serving, and the run stops with a checkpoint."""
+    import multiprocessing
+
+    def interrupt(step):
+        if step == 2:
+            for child in multiprocessing.active_children():  # the DataLoader's worker processes
+                os.kill(child.pid, signal.SIGTERM)
+        if step == 5:  # after the batches the workers had prefetched are used up
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = train(tiny_train_config(steps=8, workers=1), tmp_path / "r", quiet=True, on_step=interrupt)
+    assert result.status == "interrupted" and result.step == 5
+    assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step_0000005.pt"
+
+
 def test_resume_after_sigterm_equals_uninterrupted(tmp_path):
     cfg = tiny_train_config(steps=6, gan_start_step=2, ema_decay=0.9, ckpt_every=2, val_every=4, padding="gaussian")
     full = train(cfg, tmp_path / "a", quiet=True)

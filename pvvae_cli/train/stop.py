@@ -41,7 +41,10 @@ class StopOnSignal:
         self._old.clear()
 
 
-def worker_ignore_sigint(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; the main process handles it (clean
-    stop) while the workers keep serving batches."""
+def worker_ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group, and a scheduler (Slurm) sends SIGTERM to
+    every process of a job; the main process handles them (clean stop with a checkpoint) while the workers keep
+    serving batches. Without this, a worker killed by SIGTERM made the main process fail instead of stopping. The
+    workers still end with the run: the DataLoader shuts them down, and they exit when the main process dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -39,7 +39,7 @@ from pvvae_cli.train.model_card import model_card
 from pvvae_cli.train.objective import PredictiveVAE, num_groups, sample_num_dropped
 from pvvae_cli.train.run_log import open_run, precision_note
 from pvvae_cli.train.state import EMA, restore_rng, rng_state
-from pvvae_cli.train.stop import StopOnSignal, worker_ignore_sigint
+from pvvae_cli.train.stop import StopOnSignal, worker_ignore_stop_signals
 from pvvae_cli.train.validation import summary, validate, validation_clips, write_sample
 
 
@@ -129,7 +129,7 @@ def train(
     per_step = cfg.batch_size * cfg.grad_accum
     # this rank's slice of the global sample stream, from where the run stands
     batches = iter(make_loader(dataset, cfg.batch_size, cfg.workers, start=step * per_step, rank=dist_info.rank,
-                               world=dist_info.world, worker_init_fn=worker_ignore_sigint))
+                               world=dist_info.world, worker_init_fn=worker_ignore_stop_signals))
     weights = cfg.loss_weights  # the adversarial term is added separately (adaptive balance)
     groups = num_groups(cfg.frames, tc)
     start_step, last_val, status = step, {}, "finished"
