@@ -58,7 +58,9 @@ def measure(preset: str, fmt: str, precision: str, x0, steps: int) -> None:
     vae = VideoVAE.from_preset(preset)
     x = x0
     if fmt == "channels_last":
-        vae = vae.to(memory_format=torch.channels_last_3d)
+        for m in vae.modules():  # the 3-D convolutions' weights (the attention's 2-D ones stay as they are)
+            if isinstance(m, torch.nn.Conv3d):
+                m.to(memory_format=torch.channels_last_3d)
         x = x0.contiguous(memory_format=torch.channels_last_3d)
     model = PredictiveVAE(vae)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-5)
