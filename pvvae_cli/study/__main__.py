@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-samples", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto: the faster one here")
     p.add_argument("--no-fvd", action="store_true", help="skip FVD/KVD (no I3D needed)")
     a = p.parse_args(argv)
     from pvvae_cli.gen.plot import have_matplotlib
