@@ -30,16 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_baselines import windows  # the clips of `pvvae eval --windows N` (this script's folder is on sys.path)
 
 STAGES = ("1-image", "2-video", "3-decoder")
 KEYS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 4), ("stlpips", "ST-LPIPS ↓", 4), ("rfvd", "rFVD ↓", 1))
-
-
-def windows(folder: Path, frames: int, count: int, size: int) -> list[torch.Tensor]:
-    from pvvae_cli.eval.protocol import EvalProtocol
-
-    protocol = EvalProtocol(frames=frames, size=size, windows=count)
-    return [c for _, c in protocol.clips(protocol.find_videos([folder])) if c is not None]
 
 
 @torch.no_grad()
@@ -79,8 +73,8 @@ def baseline_metrics(codec, clips: list[torch.Tensor], nets) -> dict[str, float]
 
 
 def stage_wall_seconds(run: Path) -> dict[str, float]:
-    """Each stage's wall time from its run folder: first to last line of metrics.jsonl's file times is not
-    recorded, so: train_config.json written at the start, weights/ at the end."""
+    """Each stage's wall time from its run folder's file times: train_config.json is written at the start, the
+    exported weights at the end."""
     out = {}
     for name in STAGES:
         start, end = run / name / "train_config.json", run / name / "weights" / "model.safetensors"
@@ -113,7 +107,7 @@ def main() -> None:
     train_dir, held_dir = args.data / "train", args.data / "heldout"
 
     # 1. latent statistics (training windows at the smallest and largest size)
-    stat_clips = [c for s in (min(args.sizes), max(args.sizes)) for c in windows(train_dir, 17, 8, s)]
+    stat_clips = [c for s in (min(args.sizes), max(args.sizes)) for c in windows(str(train_dir), 17, 8, s)]
     mean, std = latent_stats(vae, stat_clips[: args.stats_clips])
     vae.config = cfg = cfg.replace(latents_mean=mean, latents_std=std)
 
@@ -131,8 +125,8 @@ def main() -> None:
         commands[size] = cmd
         model = report["models"][0]["metrics"]
         n = report["num_videos"]
-        train = windows(train_dir, 17, args.windows * 4, size)
-        held = windows(held_dir, 17, args.windows, size)
+        train = windows(str(train_dir), 17, args.windows * 4, size)
+        held = windows(str(held_dir), 17, args.windows, size)
         pca = BlockPCA.fit(train, cfg.temporal_compression, cfg.spatial_compression, cfg.latent_channels)
         small = bicubic_size(size, size, cfg.temporal_compression, cfg.spatial_compression, cfg.latent_channels)
         base = {"bicubic": baseline_metrics(lambda x, small=small: bicubic_reconstruct(x, small), held, nets),
