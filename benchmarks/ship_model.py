@@ -3,7 +3,8 @@
 Usage: python benchmarks/ship_model.py RUN_ROOT --out weights/pvvae-small --version 0.1.0 [--data data]
        [--sizes 64 128 256] [--windows 4] [--stats-clips 32] [--force]
 
-RUN_ROOT is a run of ``examples/train_default.sh`` (its ``3-decoder/weights`` are shipped). Steps:
+RUN_ROOT is a run of ``examples/train_default.sh``: the weights of its last stage are shipped (``4-decoder-hr``
+when the recipe ran it, else ``3-decoder``). Steps:
 1. per-channel latent statistics (mean, std of the posterior mode) on training windows, stored in the config so
    ``encode --normalize`` and ``gen`` work on standardised latents;
 2. the weights stored in fp16 (half the file; loading computes in fp32); everything below measures that file;
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from bench_baselines import windows  # the clips of `pvvae eval --windows N` (this script's folder is on sys.path)
 
-STAGES = ("1-image", "2-video", "3-decoder")
+STAGES = ("1-image", "2-video", "3-decoder", "4-decoder-hr")
 KEYS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 4), ("stlpips", "ST-LPIPS ↓", 4), ("rfvd", "rFVD ↓", 1))
 
 
@@ -101,7 +102,11 @@ def main() -> None:
     from pvvae_cli.eval.reconstruction import open_metrics
 
     name = args.name or args.out.name
-    src = args.run / "3-decoder" / "weights"
+    finished = [s for s in STAGES if (args.run / s / "weights" / "model.safetensors").is_file()]
+    if "3-decoder" not in finished:
+        sys.exit(f"{args.run}: no finished 3-decoder stage (run examples/train_default.sh {args.run} first)")
+    src = args.run / finished[-1] / "weights"
+    print(f"shipping {src}", flush=True)
     vae = VideoVAE.from_pretrained(src).eval()
     cfg = vae.config
     train_dir, held_dir = args.data / "train", args.data / "heldout"
@@ -200,7 +205,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
         f"`python benchmarks/ship_model.py RUN --out weights/{name} --version {args.version}`.", "",
         "## Training", "",
         "Recipe: `examples/train_default.sh` (the paper's stages: image pretraining, predictive video training, "
-        "decoder fine-tuning; continue from these weights with `INIT=weights/" + name + "`).", "",
+        "decoder fine-tuning, and optionally a second decoder fine-tuning on larger crops; continue from these "
+        "weights with `INIT=weights/" + name + "`).", "",
         "| stage | steps | batch | crop | lr | precision | wall time |", "|---|---|---|---|---|---|---|",
     ]
     for stage, c in configs.items():

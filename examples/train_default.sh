@@ -14,6 +14,10 @@
 # (`pvvae train --shortcut-pca`), so it starts at the PCA codec; stage 1 (images) is then skipped, because the
 # shortcut's later-frame maps are fitted on video clips, in stage 2.
 #
+# HR_SIZE=N HR_STEPS=M (> 0): stage 4, a second decoder fine-tune from stage 3 on N x N crops (short side N..SCALE_MAX
+# when SCALE_MAX > N), at HR_LR (default DECODER_LR): the larger latent grid the decoder sees at 128-256 pixels.
+# The shipped weights are those of the last stage that ran (4-decoder-hr, else 3-decoder).
+#
 # Stage 1: images (1-frame clips of the training videos' frames and the photographs);
 # stage 2: predictive video training (drop trailing groups, motion loss) from stage 1;
 # stage 3: decoder fine-tuning (encoder frozen) from stage 2. Each stage exports RUN/weights/.
@@ -26,6 +30,7 @@ IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=
 PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
 PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0} SCALE_MAX=${SCALE_MAX:-0} LR=${LR:-}
 DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0} GAN_WEIGHT=${GAN_WEIGHT:-}
+HR_SIZE=${HR_SIZE:-0} HR_STEPS=${HR_STEPS:-0} HR_LR=${HR_LR:-$DECODER_LR}
 pvvae=${PVVAE:-pvvae}
 
 for d in "$DATA/train" "$DATA/heldout"; do
@@ -63,4 +68,13 @@ else
 fi
 stage 3-decoder "$DECODER_STEPS" finetune-decoder --init "$root/2-video" --data "$DATA/train" \
     --frames "$FRAMES" "${common[@]}" "${decoder_lr[@]}"
-echo "train_default: done; weights in $root/3-decoder/weights"
+last=3-decoder
+if [ "$HR_STEPS" -gt 0 ] && [ "$HR_SIZE" -gt 0 ]; then
+    hr=("${common[@]}")
+    hr[1]=$HR_SIZE  # --size
+    hr_lr=(); [ -z "$HR_LR" ] || hr_lr=(--lr "$HR_LR")
+    stage 4-decoder-hr "$HR_STEPS" finetune-decoder --init "$root/3-decoder" --data "$DATA/train" \
+        --frames "$FRAMES" "${hr[@]}" "${hr_lr[@]}"
+    last=4-decoder-hr
+fi
+echo "train_default: done; weights in $root/$last/weights"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import pytest
 from conftest import moving_square
 
@@ -46,3 +47,26 @@ def test_predict_script_writes_truth_beside_prediction(tmp_path):
     res = run("predict.sh", tmp_path / "c.mp4", tmp_path / "p.mp4", SIZE="32")
     assert res.returncode == 0, res.stderr
     assert "copy last frame" in res.stdout and (tmp_path / "p.mp4").is_file()
+
+
+@pytest.mark.skipif(not PVVAE.is_file(), reason="the pvvae console script is not installed beside this python")
+def test_train_default_runs_every_stage_then_skips_them(tmp_path):
+    data = tmp_path / "data"
+    for role, seeds in (("train", (0, 1)), ("heldout", (2,))):
+        for s in seeds:
+            write_video(data / role / f"c{s}.mp4", moving_square(9, size=64, seed=s), fps=8.0)
+    (data / "photos").mkdir()
+    iio.imwrite(data / "photos" / "p.png", moving_square(1, size=64, seed=3)[0])
+    root = tmp_path / "run"
+    env = dict(DATA=str(data), PRESET="tiny", SIZE="32", FRAMES="5", BATCH="1", IMAGE_STEPS="2", VIDEO_STEPS="2",
+               DECODER_STEPS="2", HR_SIZE="48", HR_STEPS="2", SCALE_MAX="64", VAL_EVERY="100", PRECISION="fp32",
+               GAN_WEIGHT="0", OMP_NUM_THREADS="1")
+    res = run("train_default.sh", root, **env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    stages = ("1-image", "2-video", "3-decoder", "4-decoder-hr")
+    assert all((root / s / "weights" / "model.safetensors").is_file() for s in stages)
+    hr = json.loads((root / "4-decoder-hr" / "train_config.json").read_text())
+    assert (hr["stage"], hr["size"], hr["scale_max"], hr["init"]) == ("decoder", 48, 64, str(root / "3-decoder"))
+    assert f"weights in {root}/4-decoder-hr/weights" in res.stdout
+    again = run("train_default.sh", root, **env)  # a finished recipe: every stage is skipped, nothing retrains
+    assert again.returncode == 0 and again.stdout.count("is finished") == 4, again.stderr[-2000:]
