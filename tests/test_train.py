@@ -112,6 +112,14 @@ def test_sigterm_to_every_process_of_the_job_stops_cleanly(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step_0000005.pt"
 
 
+def test_interrupted_decoder_run_names_the_command_that_resumes_it(tmp_path, capsys):
+    VideoVAE.from_preset("tiny").save_pretrained(tmp_path / "init")
+    cfg = tiny_train_config("decoder", preset=None, init=str(tmp_path / "init"), steps=4)
+    result = train(cfg, tmp_path / "ft", on_step=lambda s: s == 1 and os.kill(os.getpid(), signal.SIGTERM))
+    assert result.status == "interrupted"
+    assert f"continue with: pvvae finetune-decoder --resume {tmp_path / 'ft'}" in capsys.readouterr().err
+
+
 def test_resume_after_sigterm_equals_uninterrupted(tmp_path):
     cfg = tiny_train_config(steps=6, gan_start_step=2, ema_decay=0.9, ckpt_every=2, val_every=4, padding="gaussian")
     full = train(cfg, tmp_path / "a", quiet=True)

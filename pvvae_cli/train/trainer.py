@@ -162,7 +162,8 @@ def train(
                 break
             if stop_now:
                 status = "interrupted"
-                run_log.say(f"interrupted at step {step}; continue with: pvvae train --resume {out_dir}")
+                command = "finetune-decoder" if cfg.stage == "decoder" else "train"  # the command that resumes it
+                run_log.say(f"interrupted at step {step}; continue with: pvvae {command} --resume {out_dir}")
                 break
 
             # -- update `step`: grad_accum micro-batches, then one optimiser step
