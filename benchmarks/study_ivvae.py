@@ -97,6 +97,31 @@ def evaluate(vae, clips: torch.Tensor, context: int, stlpips=None) -> dict:
     }
 
 
+def reference_codecs(clips: torch.Tensor, train_clips: list[torch.Tensor], latent_channels: int,
+                     stlpips=None) -> list[dict]:
+    """Rows for the two codecs that keep as many numbers as the latent (``eval.baselines``): bicubic down/up-sampling
+    per frame, and block PCA fitted on ``train_clips``. Scored like the models (no prediction)."""
+    from pvvae_cli.eval.baselines import BlockPCA, bicubic_reconstruct, bicubic_size
+
+    tc, s = 4, 16  # every model of the study is t4s16
+    pca = BlockPCA.fit(train_clips, tc, s, latent_channels)
+    small = bicubic_size(clips.shape[-2], clips.shape[-1], tc, s, latent_channels)
+    rows = []
+    for name, codec in (("bicubic", lambda x: bicubic_reconstruct(x, small)), ("block PCA", pca.reconstruct)):
+        per_frame, ssims, dists = [], [], []
+        for x in clips.split(1):
+            y = codec(x).clamp(-1, 1)
+            per_frame.append(psnr_frames(y, x)[0])
+            ssims.append(float(ssim(y, x)[0]))
+            if stlpips is not None:
+                dists.append(float(stlpips(y, x)[0]))
+        frames = torch.stack(per_frame)
+        rows.append({"codec": name, "psnr": float(frames.mean()), "ssim": statistics.fmean(ssims),
+                     "stlpips": statistics.fmean(dists) if dists else None,
+                     "psnr_first_frame": float(frames[:, 0].mean()), "psnr_later_frames": float(frames[:, 1:].mean())})
+    return rows
+
+
 def speed(models: dict[str, torch.nn.Module], frames: int, size: int, repeats: int = 5) -> dict[str, dict]:
     """Fastest wall time (ms) of one-pass encode and decode of a ``frames`` x ``size`` x ``size`` clip per model,
     the models interleaved round by round so that a busy moment of a shared machine hits them all alike."""
@@ -180,12 +205,18 @@ def main() -> None:
     timing = speed(trained, 17, 64)
     for r in rows:
         r.update(timing[r["preset"]])
-    (args.out / "study.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.data is not None:
+        train_clips = windows(str(args.data / "train"), args.frames, 16, args.size)
+    else:
+        source = SyntheticClips("mix", frames=args.frames, size=args.size, seed=0)  # the training distribution
+        train_clips = [source[i] for i in range(64)]
+    refs = reference_codecs(clips, train_clips, trained[SCALES[args.scale][0]].config.latent_channels, stlpips)
+    (args.out / "study.json").write_text(json.dumps({"models": rows, "reference_codecs": refs}, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(to_markdown(rows, args))
+    args.doc.write_text(to_markdown(rows, args, refs))
 
 
-def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
+def to_markdown(rows: list[dict], args: argparse.Namespace, refs: list[dict] = ()) -> str:
     lpips = all(r.get("stlpips") is not None for r in rows)
     cols = ["model", "objective", "params", "PSNR dB", "SSIM", *(["ST-LPIPS ↓"] if lpips else []),
             "first-frame PSNR", "later-frame PSNR", "prediction PSNR", "copy-last PSNR", "encode ms", "decode ms",
@@ -197,6 +228,10 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         + f"{r['psnr_first_frame']:.2f} | {r['psnr_later_frames']:.2f} "
         f"| {r['pred_psnr']:.2f} | {r['copy_psnr']:.2f} | {r['encode_ms']:.0f} | {r['decode_ms']:.0f} "
         f"| {r['train_minutes']:.1f} |\n" for r in rows)
+    body += "".join(
+        f"| *{r['codec']}* (reference codec) | – | – | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+        + (f"{r['stlpips']:.3f} | " if lpips else "") + f"{r['psnr_first_frame']:.2f} | {r['psnr_later_frames']:.2f} "
+        "| – | – | – | – | – |\n" for r in refs)
     models = SCALES[args.scale]
     flags = (f"--scale {args.scale} " + (f"--data {args.data} --windows {args.windows} " if args.data else "")
              + f"--steps {args.steps} --frames {args.frames} --size {args.size} --batch-size {args.batch_size} "
@@ -224,7 +259,10 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "minutes: wall time under a varying load, not comparable between rows.\n\n"
         + head + body +
         f"\nGCConv (no KTC) is `IVVAEConfig(keyframe_compression=False)` at width {GCCONV_WIDTH[models[1]]} (about the "
-        f"same parameters as {models[2]}), trained from a saved random init at {models[2]}'s learning rate.\n"
+        f"same parameters as {models[2]}), trained from a saved random init at {models[2]}'s learning rate. "
+        "Reference codecs keep as many numbers per clip as the latent (`eval.baselines`): bicubic down/up-sampling "
+        "per frame, and block PCA fitted on " + ("16 windows per training clip" if args.data else
+                                                  "64 clips of the training stream") + ".\n"
     )
 
 
