@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pvvae_cli.errors import PvvaeError
+from pvvae_cli.media.ffmpeg_probe import parse_header
 from pvvae_cli.media.video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -226,6 +227,39 @@ def test_unreadable_videos_name_the_cause(tmp_path):
     assert "st_nb" not in str(e.value)  # not decord's internal check
     with pytest.raises(VideoReadError, match="truncated"):
         probe(tmp_path / "cut.mp4")
+
+
+def test_camera_files_with_colour_tags_and_audio_are_videos(tmp_path):
+    """Most camera and phone files say "yuv420p(tv, bt709, progressive)" (commas inside the pixel format) and carry
+    audio: 0.4.0 took them for audio-only files and refused them."""
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=8", "-f", "lavfi", "-i", "sine=frequency=440",
+            "-frames:v", "9", "-t", "1.2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-color_range", "tv",
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-c:a", "aac",
+            tmp_path / "phone.mp4")
+    info = probe(tmp_path / "phone.mp4")
+    assert (info.num_frames, info.height, info.width, info.notes) == (9, 48, 64, ())
+    assert read_clip(tmp_path / "phone.mp4")[0].shape == (9, 48, 64, 3)
+    # the header line of a Motion-JPEG .mov (pd-extendedview's diver.mov): 72:72 is a square pixel
+    head = parse_header("Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'diver.mov':\n  Duration: 00:00:14.04\n"
+                        "  Stream #0:0[0x1](eng): Video: mjpeg (Baseline) (mjpa / 0x61706A6D), yuvj422p(pc, "
+                        "bt470bg/unknown/unknown, progressive), 640x480 [SAR 72:72 DAR 4:3], 3298 kb/s, 25 fps\n")
+    assert (head.has_video, head.width, head.height, head.fps, head.sar) == (True, 640, 480, 25.0, None)
+
+
+@pytest.mark.parametrize("suffix", [".mpg", ".mpeg", ".m4v"])
+def test_mpeg_program_streams_are_read_and_found(tmp_path, suffix):
+    """Debian's sample clips (kivy's cityCC0.mpg, ViSP's cube.mpeg) are MPEG program streams: 0.4.0 did not list
+    the suffix, so folder discovery skipped them without a word. They are read, but never written."""
+    from pvvae_cli.media.discovery import collect_videos
+    from pvvae_cli.media.writer import output_kind
+
+    codec = ["-c:v", "mpeg2video"] if suffix != ".m4v" else ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4"]
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "9", *codec, tmp_path / f"c{suffix}")
+    info = probe(tmp_path / f"c{suffix}")
+    assert (info.num_frames, info.height, info.width) == (9, 48, 64)
+    assert [p.name for p in collect_videos([tmp_path])] == [f"c{suffix}"]
+    with pytest.raises(ValueError, match="use a video suffix"):
+        output_kind(tmp_path / f"out{suffix}")
 
 
 def test_what_cannot_be_kept_is_noted(tmp_path):

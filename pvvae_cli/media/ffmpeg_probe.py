@@ -45,8 +45,10 @@ class MediaHeader:
     error: str = ""
 
 
-_VIDEO = re.compile(r"Stream #\S+: Video: [^,]+(?:\([^)]*\))?, (?P<pix>[a-z0-9_]+)[^,]*, (?P<w>\d+)x(?P<h>\d+)"
-                    r"(?: \[SAR (?P<sn>\d+):(?P<sd>\d+))?")
+# The pixel format may carry colour details in parentheses with commas of their own, as most camera and phone
+# files do: "Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 1920x1080 [SAR 1:1 ...".
+_VIDEO = re.compile(r"Stream #\S+: Video: [^,]+(?:\([^)]*\))?, (?P<pix>[a-z0-9_]+)(?:\([^)]*\))?[^,]*, "
+                    r"(?P<w>\d+)x(?P<h>\d+)(?: \[SAR (?P<sn>\d+):(?P<sd>\d+))?")
 _FPS = re.compile(r"Stream #\S+: Video: .*?, (?P<fps>[\d.]+) fps")
 _META = re.compile(r"^\s{4}(?P<key>\w+)\s*: (?P<value>.*)$")
 
@@ -66,7 +68,11 @@ def read_header(path: str | Path) -> MediaHeader:
 def _read_header(path: str, _version: tuple[int, int] | None) -> MediaHeader:
     res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True,
                          text=True, errors="replace", timeout=60)
-    text = res.stderr
+    return parse_header(res.stderr)
+
+
+def parse_header(text: str) -> MediaHeader:
+    """``MediaHeader`` from the text ``ffmpeg -i`` writes to stderr."""
     lines = text.splitlines()
     if not any(line.lstrip().startswith("Input #") for line in lines):
         errors = [_strip_ctx(line) for line in lines if line.strip() and not line.startswith("At least one output")]
@@ -85,10 +91,8 @@ def _read_header(path: str, _version: tuple[int, int] | None) -> MediaHeader:
     video = _VIDEO.search(text)
     fps = _FPS.search(text)
     sar = None
-    if video and video["sn"] and (video["sn"], video["sd"]) != ("1", "1") and video["sd"] != "0":
-        sar = (int(video["sn"]), int(video["sd"]))
-        if sar[0] == 0:
-            sar = None
+    if video and video["sn"] and video["sn"] != video["sd"] and "0" not in (video["sn"], video["sd"]):
+        sar = (int(video["sn"]), int(video["sd"]))  # 72:72 (JPEG pixel density in dpi) is square too
     return MediaHeader(
         has_video=video is not None, has_audio=re.search(r"Stream #\S+: Audio:", text) is not None,
         width=int(video["w"]) if video else 0, height=int(video["h"]) if video else 0,

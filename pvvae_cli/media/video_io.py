@@ -26,7 +26,9 @@ from pvvae_cli.media import ffmpeg_probe
 
 READER_ENV = "PVVAE_VIDEO_READER"  # "decord" or "ffmpeg"; unset: decord when it is installed
 
-VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+# Read: what decord / ffmpeg open (MPEG program streams included: Debian's sample clips use them).
+# Written: the containers of media.writer (VIDEO_EXTS_WRITTEN there).
+VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pvvae_cli.media.video_io import IMAGE_EXTS, VIDEO_EXTS
+from pvvae_cli.media.video_io import IMAGE_EXTS
 from pvvae_cli.runtime.atomic import AtomicFile, set_default_mode, temp_sibling
 
 FOLDER_TAG = ".pvvae-tag"  # hidden: folder walks skip it
 PNG_TAG_KEY = "pvvae"
 # ffmpeg muxer per suffix: the temp file's name ends in .tmp, so ffmpeg cannot guess the format from it.
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+VIDEO_EXTS_WRITTEN = frozenset(_MUXERS)  # fewer than are read (media.video_io.VIDEO_EXTS)
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -36,13 +37,13 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 def output_kind(path: str | Path) -> str:
     """``video`` (a video suffix), ``image`` (an image suffix: one frame) or ``frames`` (no suffix: PNG folder)."""
     suffix = Path(path).suffix.lower()
-    if suffix in VIDEO_EXTS:
+    if suffix in VIDEO_EXTS_WRITTEN:
         return "video"
     if suffix in IMAGE_EXTS:
         return "image"
     if suffix == "":
         return "frames"
-    raise ValueError(f"cannot write {path}: use a video suffix ({', '.join(sorted(VIDEO_EXTS))}), "
+    raise ValueError(f"cannot write {path}: use a video suffix ({', '.join(sorted(VIDEO_EXTS_WRITTEN))}), "
                      "an image suffix for one frame, or a folder path (no suffix) for PNG frames")
 
 
