@@ -234,7 +234,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
             lines.append(f"| photos/ ({len(photos)} files) | not used by this recipe | "
                          f"{', '.join(sorted({r[2] for r in photos}))} | see MANIFEST.tsv |")
     lines += ["", "## Limitations", "",
-              "Trained on three short clips at low resolution for minutes: expect blur on fine texture and weak "
+              f"Trained on {len(list((args.data / 'train').iterdir()))} short clips at low resolution for minutes: "
+              "expect blur on fine texture and weak "
               "prediction of novel motion. The numbers above are on two held-out clips only.", ""]
     return "\n".join(lines)
 
