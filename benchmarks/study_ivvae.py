@@ -76,25 +76,33 @@ def stlpips_metric():
         return None
 
 
-def evaluate(vae, clips: torch.Tensor, context: int, stlpips=None) -> dict:
-    """Reconstruction and prediction scores on ``clips`` ``(N, 3, T, H, W)`` in [-1, 1], one clip at a time."""
-    per_frame, ssims, preds, dists = [], [], [], []
-    with torch.no_grad():
-        for x in clips.split(1):
-            y = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
-            per_frame.append(psnr_frames(y, x)[0])
-            ssims.append(float(ssim(y, x)[0]))
-            if stlpips is not None:
-                dists.append(float(stlpips(y, x)[0]))
-            pred = predict_future(vae, x[:, :, :context], x.shape[2] - context)
-            scores, _ = score_prediction(pred[:, :, context:], x[:, :, context:], x[:, :, :context])
-            preds.append(scores)
+@torch.no_grad()
+def reconstruction_scores(codec, clips: torch.Tensor, stlpips=None) -> dict:
+    """PSNR (all, first frame, later frames), SSIM and ST-LPIPS (None without the metric) of ``codec`` (pixels ->
+    reconstruction, both ``(1, 3, T, H, W)`` in [-1, 1]) over ``clips`` ``(N, 3, T, H, W)``, one clip at a time."""
+    per_frame, ssims, dists = [], [], []
+    for x in clips.split(1):
+        y = codec(x).clamp(-1, 1)
+        per_frame.append(psnr_frames(y, x)[0])
+        ssims.append(float(ssim(y, x)[0]))
+        if stlpips is not None:
+            dists.append(float(stlpips(y, x)[0]))
     frames = torch.stack(per_frame)  # (N, T) dB
-    return {"stlpips": statistics.fmean(dists) if dists else None,
-        "psnr": float(frames.mean()), "ssim": statistics.fmean(ssims),
-        "psnr_first_frame": float(frames[:, 0].mean()), "psnr_later_frames": float(frames[:, 1:].mean()),
-        "pred_psnr": statistics.fmean(p.psnr for p in preds), "copy_psnr": statistics.fmean(p.copy_psnr for p in preds),
-    }
+    return {"psnr": float(frames.mean()), "ssim": statistics.fmean(ssims),
+            "stlpips": statistics.fmean(dists) if dists else None,
+            "psnr_first_frame": float(frames[:, 0].mean()), "psnr_later_frames": float(frames[:, 1:].mean())}
+
+
+@torch.no_grad()
+def evaluate(vae, clips: torch.Tensor, context: int, stlpips=None) -> dict:
+    """Reconstruction (from the posterior mode) and prediction scores on ``clips`` ``(N, 3, T, H, W)`` in [-1, 1]."""
+    preds = []
+    for x in clips.split(1):
+        pred = predict_future(vae, x[:, :, :context], x.shape[2] - context)
+        preds.append(score_prediction(pred[:, :, context:], x[:, :, context:], x[:, :, :context])[0])
+    return {**reconstruction_scores(lambda x: vae.decode(vae.encode(x).mode()), clips, stlpips),
+            "pred_psnr": statistics.fmean(p.psnr for p in preds),
+            "copy_psnr": statistics.fmean(p.copy_psnr for p in preds)}
 
 
 def reference_codecs(clips: torch.Tensor, train_clips: list[torch.Tensor], latent_channels: int,
@@ -106,20 +114,8 @@ def reference_codecs(clips: torch.Tensor, train_clips: list[torch.Tensor], laten
     tc, s = 4, 16  # every model of the study is t4s16
     pca = BlockPCA.fit(train_clips, tc, s, latent_channels)
     small = bicubic_size(clips.shape[-2], clips.shape[-1], tc, s, latent_channels)
-    rows = []
-    for name, codec in (("bicubic", lambda x: bicubic_reconstruct(x, small)), ("block PCA", pca.reconstruct)):
-        per_frame, ssims, dists = [], [], []
-        for x in clips.split(1):
-            y = codec(x).clamp(-1, 1)
-            per_frame.append(psnr_frames(y, x)[0])
-            ssims.append(float(ssim(y, x)[0]))
-            if stlpips is not None:
-                dists.append(float(stlpips(y, x)[0]))
-        frames = torch.stack(per_frame)
-        rows.append({"codec": name, "psnr": float(frames.mean()), "ssim": statistics.fmean(ssims),
-                     "stlpips": statistics.fmean(dists) if dists else None,
-                     "psnr_first_frame": float(frames[:, 0].mean()), "psnr_later_frames": float(frames[:, 1:].mean())})
-    return rows
+    codecs = {"bicubic": lambda x: bicubic_reconstruct(x, small), "block PCA": pca.reconstruct}
+    return [{"codec": name, **reconstruction_scores(codec, clips, stlpips)} for name, codec in codecs.items()]
 
 
 def speed(models: dict[str, torch.nn.Module], frames: int, size: int, repeats: int = 5) -> dict[str, dict]:
