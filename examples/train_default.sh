@@ -7,12 +7,15 @@
 # Usage: examples/train_default.sh [RUN_ROOT]            (default: runs/default)
 # Settings (environment): DATA=data PRESET=small SIZE=64 SCALE_MAX=0 FRAMES=17 BATCH=4 IMAGE_STEPS=2000
 #   VIDEO_STEPS=2000 DECODER_STEPS=500 LR= (the preset's) DECODER_LR= (LR) EMA=0 PRECISION=fp32 INIT=
-#   VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0 GAN_WEIGHT= (the CLI's: 0.2, on from step 5000 in
-#   stage 2 and from step 0 in stage 3; 0 = no discriminator: cheaper on a CPU, and PSNR is what the gate measures)
+#   VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0 FREEZE_SHORTCUT=0 GAN_WEIGHT= (the CLI's: 0.2, on from
+#   step 5000 in stage 2 and from step 0 in stage 3; 0 = no discriminator: cheaper on a CPU, and PSNR is what the
+#   gate measures)
 # SCALE_MAX=N (> SIZE): multi-scale crops (`--scale-max`): the model sees frames at up to N on the short side.
 # SHORTCUT_PCA=N (> 0): the model gets the linear block shortcut fitted by block PCA on N training clips
 # (`pvvae train --shortcut-pca`), so it starts at the PCA codec; stage 1 (images) is then skipped, because the
-# shortcut's later-frame maps are fitted on video clips, in stage 2.
+# shortcut's later-frame maps are fitted on video clips, in stage 2. The fit needs many blocks: at SIZE=64 a clip gives
+# 16 per group, so use ~1024 clips (64 fit a PCA 0.3 dB worse at 256²: benchmarks/exp_shortcut_fit.py).
+# FREEZE_SHORTCUT=1: every stage keeps the shortcut at that fit (`--freeze-shortcut`); only the network learns.
 #
 # HR_SIZE=N HR_STEPS=M (> 0): stage 4, a second decoder fine-tune from stage 3 on N x N crops (short side N..SCALE_MAX
 # when SCALE_MAX > N), at HR_LR (default DECODER_LR): the larger latent grid the decoder sees at 128-256 pixels.
@@ -29,7 +32,7 @@ DATA=${DATA:-data} PRESET=${PRESET:-small} SIZE=${SIZE:-64} FRAMES=${FRAMES:-17}
 IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=${DECODER_STEPS:-500}
 PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
 PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0} SCALE_MAX=${SCALE_MAX:-0} LR=${LR:-}
-DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0} GAN_WEIGHT=${GAN_WEIGHT:-}
+DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0} GAN_WEIGHT=${GAN_WEIGHT:-} FREEZE_SHORTCUT=${FREEZE_SHORTCUT:-0}
 HR_SIZE=${HR_SIZE:-0} HR_STEPS=${HR_STEPS:-0} HR_LR=${HR_LR:-$DECODER_LR}
 pvvae=${PVVAE:-pvvae}
 
@@ -42,6 +45,7 @@ common=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "
 lr=(); [ -z "$LR" ] || lr=(--lr "$LR")
 decoder_lr=(); [ -z "$DECODER_LR" ] || decoder_lr=(--lr "$DECODER_LR")
 [ -z "$GAN_WEIGHT" ] || common+=(--gan-weight "$GAN_WEIGHT")
+[ "$FREEZE_SHORTCUT" = 0 ] || common+=(--freeze-shortcut)
 
 stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run, or skip a finished one
     local name=$1 steps=$2 run="$root/$1"

@@ -82,3 +82,35 @@ def test_train_shortcut_pca_starts_at_the_pca_codec(tmp_path):
     assert VideoVAE.from_pretrained(tmp_path / "pca" / "weights").config.linear_shortcut
     with pytest.raises(ConfigError, match="use it with --preset"):
         tiny_train_config(steps=1, shortcut_pca=8, preset=None, init=str(tmp_path / "pca" / "weights"))
+
+
+def test_freeze_shortcut_keeps_the_pca_code_bit_identical(tmp_path):
+    """``--freeze-shortcut``: the shortcut's tensors come out of training bit-identical; without it they move; a
+    model without a shortcut refuses the option with the fix."""
+    from conftest import tiny_train_config
+
+    from pvvae_cli.train.build import fit_shortcut
+    from pvvae_cli.train.config import ConfigError
+    from pvvae_cli.train.data import make_dataset
+    from pvvae_cli.train.trainer import train
+
+    def shortcut_and_rest(name):
+        state = VideoVAE.from_pretrained(tmp_path / name / "weights").state_dict()
+        return ({k: v for k, v in state.items() if ".shortcut." in k},
+                {k: v for k, v in state.items() if ".shortcut." not in k})
+
+    for name, freeze in (("frozen", True), ("free", False)):
+        train(tiny_train_config(steps=3, shortcut_pca=8, freeze_shortcut=freeze, lr=1e-3), tmp_path / name,
+              quiet=True)
+    # The frozen run's shortcut is still the PCA fit of its training clips (the free run started there too and
+    # moved away from it).
+    cfg = tiny_train_config(steps=3, shortcut_pca=8)
+    start = shortcut_model()
+    fit_shortcut(start, make_dataset(cfg.data, cfg.frames, cfg.size, seed=cfg.seed), 8)
+    fit_sc = {k: v for k, v in start.state_dict().items() if ".shortcut." in k}
+    (frozen_sc, _), (free_sc, _) = shortcut_and_rest("frozen"), shortcut_and_rest("free")
+    assert set(frozen_sc) == set(fit_sc) and len(fit_sc) == 8
+    assert all(torch.equal(frozen_sc[k], fit_sc[k]) for k in fit_sc)
+    assert any(not torch.allclose(free_sc[k], fit_sc[k], atol=1e-6) for k in fit_sc)
+    with pytest.raises(ConfigError, match="no linear block shortcut"):
+        train(tiny_train_config(steps=1, freeze_shortcut=True), tmp_path / "plain", quiet=True)

@@ -70,3 +70,21 @@ def test_train_default_runs_every_stage_then_skips_them(tmp_path):
     assert f"weights in {root}/4-decoder-hr/weights" in res.stdout
     again = run("train_default.sh", root, **env)  # a finished recipe: every stage is skipped, nothing retrains
     assert again.returncode == 0 and again.stdout.count("is finished") == 4, again.stderr[-2000:]
+
+
+@pytest.mark.skipif(not PVVAE.is_file(), reason="the pvvae console script is not installed beside this python")
+def test_train_default_with_a_frozen_pca_shortcut(tmp_path):
+    """``SHORTCUT_PCA=N FREEZE_SHORTCUT=1``: no image stage (the fit covers later frames), the video stage fits the
+    shortcut, and both stages keep it frozen."""
+    data = tmp_path / "data"
+    for role, seeds in (("train", (0, 1)), ("heldout", (2,))):
+        for s in seeds:
+            write_video(data / role / f"c{s}.mp4", moving_square(9, size=64, seed=s), fps=8.0)
+    root = tmp_path / "run"
+    res = run("train_default.sh", root, DATA=str(data), PRESET="tiny", SIZE="32", FRAMES="5", BATCH="1",
+              VIDEO_STEPS="2", DECODER_STEPS="2", VAL_EVERY="100", PRECISION="fp32", GAN_WEIGHT="0",
+              SHORTCUT_PCA="4", FREEZE_SHORTCUT="1", OMP_NUM_THREADS="1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not (root / "1-image").exists()
+    configs = [json.loads((root / s / "train_config.json").read_text()) for s in ("2-video", "3-decoder")]
+    assert [(c["shortcut_pca"], c["freeze_shortcut"]) for c in configs] == [(4, True), (0, True)]

@@ -121,6 +121,10 @@ ValEveryOpt = Annotated[int | None, typer.Option(help=_help("Validate and write 
                                                             "val_every"))]
 ValClipsOpt = Annotated[int | None, typer.Option(help=_help("Validation clips.", "val_clips"))]
 CkptEveryOpt = Annotated[int | None, typer.Option(help=_help("Write a checkpoint every N steps.", "ckpt_every"))]
+FreezeShortcutOpt = Annotated[bool | None, typer.Option(
+    "--freeze-shortcut/--no-freeze-shortcut", show_default=False, help=_help(
+        "Keep the model's linear block shortcut (--shortcut-pca) fixed: only the network learns, so the PCA code "
+        "the model started from stays in it.", "freeze_shortcut"))]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress messages.")]
 
 
@@ -157,6 +161,7 @@ def train(
     shortcut_pca: Annotated[int | None, typer.Option(help=_help(
         "With --preset: add a linear block shortcut to the model, fitted by block PCA on this many training clips "
         "before step 0, so training starts at the best linear code (0 = none).", "shortcut_pca"))] = None,
+    freeze_shortcut: FreezeShortcutOpt = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,
     perceptual: PerceptualOpt = None,
@@ -207,6 +212,7 @@ def finetune_decoder(
     out: OutOpt = None,
     resume: ResumeOpt = None,
     seed: SeedOpt = None,
+    freeze_shortcut: FreezeShortcutOpt = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,
     perceptual: PerceptualOpt = None,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pvvae_cli.train.checkpoints import CONFIG_FILE, WEIGHTS_DIR, TrainError
-from pvvae_cli.train.config import TrainConfig
+from pvvae_cli.train.config import ConfigError, TrainConfig
 from pvvae_cli.train.state import lr_factor
 
 
@@ -69,9 +69,17 @@ def fit_shortcut(vae, dataset, clips: int) -> None:
     vae.init_shortcut_from_pca(pca)
 
 
-def trainable_parameters(vae, stage: str) -> list[nn.Parameter]:
-    """The parameters the stage trains. Stage 3 (decoder) freezes the encoder and the padding token; they are
-    left out of the optimiser, so they stay bit-identical."""
+def trainable_parameters(vae, stage: str, freeze_shortcut: bool = False) -> list[nn.Parameter]:
+    """The parameters the stage trains. Stage 3 (decoder) freezes the encoder and the padding token, and
+    ``freeze_shortcut`` the model's linear block shortcut; frozen parameters are left out of the optimiser, so they
+    stay bit-identical."""
+    if freeze_shortcut:
+        shortcut = list(getattr(vae, "shortcut_parameters", lambda: ())())
+        if not shortcut:
+            raise ConfigError("--freeze-shortcut: this model has no linear block shortcut (train one with --preset "
+                              "NAME --shortcut-pca N)")
+        for p in shortcut:
+            p.requires_grad_(False)
     if stage == "decoder":
         for p in vae.encoder_parameters():
             p.requires_grad_(False)

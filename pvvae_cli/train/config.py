@@ -72,6 +72,9 @@ class TrainConfig:
     # > 0 (with --preset): the model gets a linear block shortcut, fitted by block PCA on this many training clips
     # before step 0, so training starts at the best linear code (VAEConfig.linear_shortcut)
     shortcut_pca: int = 0
+    # keep the linear block shortcut (of a --shortcut-pca model) fixed: only the network learns, so the PCA code the
+    # model started from stays in it (AdamW moves every weight by ~lr per step, however small its gradient)
+    freeze_shortcut: bool = False
     mse_weight: float = 1.0
     motion_weight: float = 1.0
     perceptual: str = "none"  # one of PERCEPTUAL

@@ -95,7 +95,7 @@ def train(
     if cfg.shortcut_pca and not resume:
         fit_shortcut(vae, dataset, cfg.shortcut_pca)
 
-    trainable = trainable_parameters(vae, cfg.stage)
+    trainable = trainable_parameters(vae, cfg.stage, cfg.freeze_shortcut)
     opt, sched = build_optimizer(cfg, trainable)
     disc = PatchDiscriminator3D(channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
     disc_opt = build_disc_optimizer(cfg, disc)

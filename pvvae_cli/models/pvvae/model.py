@@ -166,6 +166,12 @@ class VideoVAE(CausalConvAutoencoder):
                 self.decoder.conv_out.weight.zero_()
                 self.decoder.conv_out.bias.zero_()
 
+    def shortcut_parameters(self):
+        """The linear block shortcut's parameters, encoder's and decoder's (none without ``linear_shortcut``)."""
+        for part in (self.encoder.shortcut, self.decoder.shortcut):
+            if part is not None:
+                yield from part.parameters()
+
     def init_shortcut_from_pca(self, pca) -> None:
         """Set the linear shortcut to a fitted ``eval.baselines.BlockPCA`` of the model's geometry (``tc``, ``s``,
         ``latent_channels`` components). Call it on a fresh model: with the network's outputs still at zero, the
