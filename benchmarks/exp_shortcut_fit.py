@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 from bench_baselines import windows  # this script's folder is on sys.path
 
 
