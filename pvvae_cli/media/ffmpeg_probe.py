@@ -142,7 +142,10 @@ def iter_frames(path: str | Path, indices: Sequence[int], height: int, width: in
         return
     wanted = iter(indices)
     want = next(wanted)
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    # Every decoded frame once, in order: ffmpeg's default output timing would duplicate frames to a constant rate
+    # (a variable-rate AVI of 68 frames came out as 449; an MP4 whose video starts late, with five copies of its
+    # first frame), so frame i would not be the file's frame i.
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     try:
         meta = next(gen)
         w, h = meta["size"]

@@ -5,13 +5,17 @@ Frames on the numpy side are ``uint8 (T, H, W, 3)`` RGB; on the torch side pixel
 images (png/jpg/webp/bmp) with imageio as 1-frame clips. Writing is ``media/writer.py``'s.
 
 Where decord is not installed (it has no wheel for macOS on Apple silicon), or ``PVVAE_VIDEO_READER=ffmpeg``, or
-decord mangles a file (it returns 4 or 6 "channels" for some frame widths whose rows it pads), videos are read by
-the ffmpeg binary of imageio-ffmpeg instead (``ffmpeg_probe.iter_frames``: exact, sequential, slower to seek).
+decord mangles a file (it returns 4 or 6 "channels" for some frame widths whose rows it pads), or decord's frames
+differ from ffmpeg's in the check ``probe`` runs on every video (``decord_misreads``: decord seeks inexactly in MPEG
+program streams with B-frames and in H.264 with open GOPs, and skips the first frames of some program streams),
+videos are read by the ffmpeg binary of imageio-ffmpeg instead (``ffmpeg_probe.iter_frames``: exact, sequential,
+slower to seek). ``PVVAE_VIDEO_READER=decord`` trusts decord without the check.
 What cannot be kept (an alpha channel, a non-square pixel aspect ratio) is reported in ``VideoInfo.notes``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -55,9 +59,13 @@ class VideoInfo:
     notes: tuple[str, ...] = ()  # what the pixels read cannot keep (alpha, pixel aspect ratio), for a warning
 
 
+def _env_reader() -> str:
+    return os.environ.get(READER_ENV, "").strip().lower()
+
+
 def video_reader() -> str:
     """The video reader to use: ``$PVVAE_VIDEO_READER`` if set, else decord when importable, else ffmpeg."""
-    choice = os.environ.get(READER_ENV, "").strip().lower()
+    choice = _env_reader()
     if choice in ("decord", "ffmpeg"):
         return choice
     if choice:
@@ -150,6 +158,42 @@ def _read_image(path: Path) -> np.ndarray:
     return _to_rgb_uint8(_read_image_raw(path), path)
 
 
+# decord_misreads: how far into a file the check reads (ffmpeg decodes up to there), and the largest mean absolute
+# difference (0..255) between decord's and ffmpeg's frame that counts as the same frame (both convert colours with
+# libswscale; on the files measured, exact frames differed by 0.0 and misread ones by 14 to 78).
+CHECK_FRAMES = 300
+CHECK_TOLERANCE = 2.0
+
+
+def decord_misreads(path: Path, vr, num_frames: int, height: int, width: int) -> str | None:
+    """Why decord's frames of ``path`` cannot be trusted, or None when they match ffmpeg's sequential decode.
+
+    decord 0.6 seeks to the wrong picture in some streams (MPEG program streams with B-frames, H.264 with open
+    GOPs: Debian's ``cityCC0.mpg``, imageio's ``cockatoo.mp4``) and returns garbage or skips frames without an
+    error. Checked: the first two frames, and by seeking (backwards too) the first two keyframes after frame 0 and
+    a frame three past each, within the first ``CHECK_FRAMES`` frames, against ffmpeg's frames (decoded once, from
+    the start). The cost is decoding up to the last checked frame once per file."""
+    limit = min(num_frames, CHECK_FRAMES)
+    keys = [int(k) for k in vr.get_key_indices() if 0 < k < limit][:2] or ([limit // 2] if limit > 4 else [])
+    wanted = sorted({i for i in (0, 1) if i < limit} | {j for k in keys for j in (k, k + 3) if j < limit})
+    try:
+        truth = dict(zip(wanted, (f for chunk in ffmpeg_probe.iter_frames(path, wanted, height, width, 16)
+                                  for f in chunk), strict=True))
+    except ValueError as e:  # ffmpeg decodes fewer frames, or another size, than decord reports
+        return f"ffmpeg disagrees with decord's index ({e})"
+    fresh = _open_video(path)  # the probe's reader has decoded frame 0 already
+    order = [k + 3 for k in keys] + keys[::-1] + [0, 1]  # forward seeks, then backward ones, then the start
+    for i in dict.fromkeys(j for j in order if j in truth):
+        try:
+            got = fresh.get_batch([i]).asnumpy()[0]
+        except Exception as e:  # noqa: BLE001 - decord's own failure: ffmpeg reads the file instead
+            return f"decord cannot decode frame {i} ({type(e).__name__})"
+        diff = float(np.abs(got.astype(np.int16) - truth[i]).mean()) if got.shape == truth[i].shape else math.inf
+        if diff > CHECK_TOLERANCE:
+            return f"decord's frame {i} differs from ffmpeg's by {diff:.1f} (mean absolute, 0..255)"
+    return None
+
+
 def _probe_video(path: Path) -> VideoInfo:
     head = ffmpeg_probe.read_header(path)
     if head.error or not head.has_video:  # name the cause before any reader tries
@@ -168,11 +212,11 @@ def _probe_video(path: Path) -> VideoInfo:
                                  f"cannot decode the first frame ({type(e).__name__})") from e
         num_frames, fps = len(vr), float(vr.get_avg_fps())
         h, w = int(first[0]), int(first[1])
-        if first[2] != 3:
-            # decord pads some rows (e.g. 48 or 24 pixels wide) and reports the padding as channels; its
-            # get_batch then fails. ffmpeg reads those files exactly.
+        if first[2] != 3 or (_env_reader() != "decord" and decord_misreads(path, vr, num_frames, h, w)):
+            # decord pads some rows (e.g. 48 or 24 pixels wide) and reports the padding as channels, and its get_batch
+            # then fails; or it misreads the file. ffmpeg reads those files exactly.
             reader = "ffmpeg"
-    else:
+    if reader == "ffmpeg":
         h, w, fps = head.height, head.width, head.fps
         try:
             num_frames = ffmpeg_probe.count_frames(path)
@@ -185,6 +229,12 @@ def _probe_video(path: Path) -> VideoInfo:
     return VideoInfo(path, num_frames, fps, h, w, False, reader, notes)
 
 
+# probe's results for videos, keyed by the file's identity and the reader setting: the decord check decodes frames,
+# and every read_clip probes its file (a training run reads thousands of windows from the same few files).
+_PROBED: dict[tuple, VideoInfo] = {}
+_PROBED_MAX = 4096
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Frame count, fps and size of a video or image file. Raises ``VideoReadError`` naming the file."""
     path = Path(path)
@@ -194,7 +244,15 @@ def probe(path: str | Path) -> VideoInfo:
         raw = _read_image_raw(path)
         img = _to_rgb_uint8(raw, path)
         return VideoInfo(path, 1, 0.0, img.shape[0], img.shape[1], True, "imageio", image_notes(raw))
-    return _probe_video(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino, _env_reader())
+    info = _PROBED.get(key)
+    if info is None:
+        info = _probe_video(path)
+        if len(_PROBED) >= _PROBED_MAX:
+            _PROBED.clear()
+        _PROBED[key] = info
+    return info if info.path == path else dataclasses.replace(info, path=path)
 
 
 def clip_indices(
