@@ -5,7 +5,8 @@ shortcut's pixels) next to the RMS of the shortcut's own reconstruction error, o
     python benchmarks/exp_network_share.py WEIGHTS_OR_CHECKPOINT [--heldout data/heldout]
 
 A checkpoint (``RUN/checkpoints/step_*.pt``) is read with ``torch.load(weights_only=True)`` into the ``small``
-preset with the shortcut. Measured at step 200 of a decoder fine-tune on the PCA encoder (``finetune-decoder``,
+preset with the shortcut. Before 0.7.0, on partly misread clips (CHANGELOG 0.7.0; relative figures only):
+measured at step 200 of a decoder fine-tune on the PCA encoder (``finetune-decoder``,
 frozen shortcut fitted on 256 crops, 64² crops, batch 2): network output RMS 0.0012 (lr 1e-3) and 0.0010 (lr 3e-4)
 against a shortcut error RMS of 0.114 (pixels in [-1, 1]): the network has learnt next to nothing.
 """

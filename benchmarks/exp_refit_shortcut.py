@@ -4,7 +4,8 @@ size before and after, and optionally save the refitted weights.
 
     python benchmarks/exp_refit_shortcut.py WEIGHTS [OUT]      (expects data/ from examples/get_data.sh)
 
-Measured on run B of the default-model recipe (README "The default model"): 28.70 / 29.60 / 30.41 dB before,
+Before 0.7.0, on partly misread clips (CHANGELOG 0.7.0; relative figures only):
+measured on run B of the default-model recipe (README "The default model"): 28.70 / 29.60 / 30.41 dB before,
 28.62 / 29.52 / 30.41 after (no gain), so the decoder's linear part is not what keeps the model below block PCA.
 """
 import sys

@@ -8,9 +8,10 @@ and 256² of (a) the gate's codec, block PCA fitted per size on ``--windows``×4
 
     python benchmarks/exp_shortcut_fit.py --train data/train --heldout data/heldout [--crops 64 256 1024 2048]
 
-Measured (7 training clips of examples/get_data.sh, 8 held-out windows, 32 components): per-size gate fit 28.33 /
-29.95 / 30.85; crops of 64² (short side 64..256): 64 → 29.25 / 29.97 / 30.57, 256 → 29.41 / 30.19 / 30.75, 1024 →
-29.53 / 30.32 / 30.86, 2048 → 29.57 / 30.36 / 30.88 (loading 2048 crops: 298 s on two threads).
+Measured (0.7.0, 7 training clips of examples/get_data.sh, 8 held-out windows, 32 components; rows: where the PCA
+was fitted, columns: held-out PSNR at 64² / 128² / 256²): gate at 64² 23.00 / 24.02 / 24.76, at 128² 23.43 / 24.50 /
+25.45, at 256² 23.67 / 24.71 / 25.59; 1024 crops of 64² (short side 64..256) 23.78 / 24.78 / 25.61 (loading them:
+284 s on one thread). Figures before 0.7.0 were on partly misread held-out clips (CHANGELOG).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ into independent TILE² tiles (each encoded and decoded alone, as the training c
 
     python benchmarks/exp_tiled_eval.py WEIGHTS [--heldout data/heldout] [--size 256] [--tiles 128 64]
 
-Measured on run B (README "The default model"; 8 windows at 256², one thread): whole 30.39 dB, 128² tiles 30.39,
+Before 0.7.0, on partly misread clips (CHANGELOG 0.7.0; relative figures only):
+measured on run B (README "The default model"; 8 windows at 256², one thread): whole 30.39 dB, 128² tiles 30.39,
 64² tiles 30.36: the frame size is not why it falls short of block PCA at 256².
 """
 

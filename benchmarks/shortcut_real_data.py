@@ -6,7 +6,8 @@ Trains ``small`` with the PCA-fitted linear shortcut (64 training clips), video 
 AdamW at the preset's lr with 10 warm-up steps, on ``DATA/train`` of ``examples/get_data.sh``, validating on
 ``DATA/heldout`` (8 clips) every 50 steps; ``--frozen`` keeps the shortcut's weights fixed (``--freeze-shortcut``: only
 the network learns); ``--lr-scale F`` multiplies every learning rate (and its schedule) by F. Read the validation PSNR
-from ``OUT/metrics.jsonl`` (``kind: val``). Measured on the 2-core build machine:
+from ``OUT/metrics.jsonl`` (``kind: val``).
+Before 0.7.0, on partly misread clips (CHANGELOG 0.7.0; relative figures only): measured on the 2-core build machine:
 31.03 dB at step 0 (the PCA codec), 20.16 dB at step 50; frozen: 31.07 -> 20.21 dB; ``--lr-scale 0.03``:
 31.08 -> 26.73 (step 50) -> 27.21 dB (step 100).
 """

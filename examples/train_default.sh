@@ -14,7 +14,7 @@
 # SHORTCUT_PCA=N (> 0): the model gets the linear block shortcut fitted by block PCA on N training clips
 # (`pvvae train --shortcut-pca`), so it starts at the PCA codec; stage 1 (images) is then skipped, because the
 # shortcut's later-frame maps are fitted on video clips, in stage 2. The fit needs many blocks: at SIZE=64 a clip gives
-# 16 per group, so use ~1024 clips (64 fit a PCA 0.3 dB worse at 256²: benchmarks/exp_shortcut_fit.py).
+# 16 per group, so use ~1024 clips (benchmarks/exp_shortcut_fit.py measures the fit against the gate's PCA).
 # FREEZE_SHORTCUT=1: every stage keeps the shortcut at that fit (`--freeze-shortcut`); only the network learns.
 #
 # HR_SIZE=N HR_STEPS=M (> 0): stage 4, a second decoder fine-tune from stage 3 on N x N crops (short side N..SCALE_MAX
