@@ -330,3 +330,15 @@ def test_variable_frame_rate_files_give_each_frame_once(tmp_path, monkeypatch):
         assert info.num_frames == 12, choice
         assert _ids(read_clip(tmp_path / "vfr.mkv")[0]) == list(range(12)), choice
         assert _ids(read_clip(tmp_path / "vfr.mkv", start=7, num_frames=4)[0]) == [7, 8, 9, 10], choice
+
+
+def test_probe_results_follow_the_file(tmp_path):
+    """probe caches per file for the process (the decord check decodes frames); a file replaced at the same path is
+    probed again."""
+    path = tmp_path / "v.mp4"
+    write_video(path, numbered(9), fps=8)
+    assert probe(path).num_frames == 9
+    write_video(path, numbered(13), fps=8)  # atomic replace: a new file at the same path
+    assert probe(path).num_frames == 13
+    (tmp_path / "link.mp4").symlink_to(path)  # the same file under another name: one cache entry, its own path
+    assert probe(tmp_path / "link.mp4").path == tmp_path / "link.mp4" and probe(path).path == path
