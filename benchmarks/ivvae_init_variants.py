@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
+from pvvae_cli.models.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.layers import ResBlock
 from pvvae_cli.models.ivvae.model import IVVAE
 from pvvae_cli.train.learning import PlainConvAE, overfit, vae_reconstruct

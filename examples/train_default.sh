@@ -7,7 +7,7 @@
 # Usage: examples/train_default.sh [RUN_ROOT]            (default: runs/default)
 # Settings (environment): DATA=data PRESET=small SIZE=64 SCALE_MAX=0 FRAMES=17 BATCH=4 IMAGE_STEPS=2000
 #   VIDEO_STEPS=2000 DECODER_STEPS=500 LR= (the preset's) DECODER_LR= (LR) EMA=0 PRECISION=fp32 INIT=
-#   VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0 FREEZE_SHORTCUT=0 GAN_WEIGHT= (the CLI's: 0.2, on from
+#   VAL_EVERY=250 DEVICE=auto PERCEPTUAL=none SHORTCUT_PCA=0 FREEZE_SHORTCUT=0 REFINER=0 GAN_WEIGHT= (the CLI's: 0.2, on from
 #   step 5000 in stage 2 and from step 0 in stage 3; 0 = no discriminator: cheaper on a CPU, and PSNR is what the
 #   gate measures)
 # SCALE_MAX=N (> SIZE): multi-scale crops (`--scale-max`): the model sees frames at up to N on the short side.
@@ -16,6 +16,8 @@
 # shortcut's later-frame maps are fitted on video clips, in stage 2. The fit needs many blocks: at SIZE=64 a clip gives
 # 16 per group, so use ~1024 clips (benchmarks/exp_shortcut_fit.py measures the fit against the gate's PCA).
 # FREEZE_SHORTCUT=1: every stage keeps the shortcut at that fit (`--freeze-shortcut`); only the network learns.
+# REFINER=N (> 0): the decoder gets a pixel refiner of width N (`--refiner`: a residual group-causal post-filter on its
+# output, starting as the identity), the part that learns to correct the block code within a CPU budget.
 #
 # HR_SIZE=N HR_STEPS=M (> 0): stage 4, a second decoder fine-tune from stage 3 on N x N crops (short side N..SCALE_MAX
 # when SCALE_MAX > N), at HR_LR (default DECODER_LR): the larger latent grid the decoder sees at 128-256 pixels.
@@ -33,7 +35,7 @@ IMAGE_STEPS=${IMAGE_STEPS:-2000} VIDEO_STEPS=${VIDEO_STEPS:-2000} DECODER_STEPS=
 PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=${DEVICE:-auto}
 PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0} SCALE_MAX=${SCALE_MAX:-0} LR=${LR:-}
 DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0} GAN_WEIGHT=${GAN_WEIGHT:-} FREEZE_SHORTCUT=${FREEZE_SHORTCUT:-0}
-HR_SIZE=${HR_SIZE:-0} HR_STEPS=${HR_STEPS:-0} HR_LR=${HR_LR:-$DECODER_LR}
+HR_SIZE=${HR_SIZE:-0} HR_STEPS=${HR_STEPS:-0} HR_LR=${HR_LR:-$DECODER_LR} REFINER=${REFINER:-0}
 pvvae=${PVVAE:-pvvae}
 
 for d in "$DATA/train" "$DATA/heldout"; do
@@ -60,7 +62,7 @@ stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run,
     fi
 }
 
-if [ -n "$INIT" ]; then start=(--init "$INIT"); else start=(--preset "$PRESET"); fi
+if [ -n "$INIT" ]; then start=(--init "$INIT"); else start=(--preset "$PRESET" --refiner "$REFINER"); fi
 if [ "$SHORTCUT_PCA" -gt 0 ] && [ -z "$INIT" ]; then
     stage 2-video "$VIDEO_STEPS" train --stage video "${start[@]}" --shortcut-pca "$SHORTCUT_PCA" \
         --data "$DATA/train" --frames "$FRAMES" "${common[@]}" "${lr[@]}"

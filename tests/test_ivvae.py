@@ -16,8 +16,8 @@ from pvvae_cli import load_model
 from pvvae_cli.codec.tiling import TileGrid, TileSpec
 from pvvae_cli.models import registry
 from pvvae_cli.models.blocks import ChannelRMSNorm
+from pvvae_cli.models.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
-from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.layers import HalfRMSNorm
 from pvvae_cli.models.ivvae.model import IVVAE
 from pvvae_cli.models.ivvae.reference_keys import (

@@ -161,6 +161,9 @@ def train(
     shortcut_pca: Annotated[int | None, typer.Option(help=_help(
         "With --preset: add a linear block shortcut to the model, fitted by block PCA on this many training clips "
         "before step 0, so training starts at the best linear code (0 = none).", "shortcut_pca"))] = None,
+    refiner: Annotated[int | None, typer.Option(help=_help(
+        "With --preset: give the decoder a pixel refiner of this width (a residual post-filter on its output, "
+        "group causal, starting as the identity; models/pixel_refiner.py) (0 = none).", "refiner"))] = None,
     freeze_shortcut: FreezeShortcutOpt = None,
     mse_weight: MseOpt = None,
     motion_weight: MotionOpt = None,

@@ -42,7 +42,11 @@ def build_vae(cfg: TrainConfig):
                              "models.protocol.TrainableAutoencoder declares)")
     else:
         preset = get_preset(cfg.preset)
-        vae = build_model(preset.replace(linear_shortcut=True) if cfg.shortcut_pca else preset)
+        changes = ({"linear_shortcut": True} if cfg.shortcut_pca else {}) | (
+            {"refiner_channels": cfg.refiner} if cfg.refiner else {})
+        if changes and not hasattr(preset, "refiner_channels"):
+            raise ConfigError(f"--shortcut-pca and --refiner are PV-VAE options; preset {cfg.preset!r} is not one")
+        vae = build_model(preset.replace(**changes) if changes else preset)
     if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
         # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
         state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}

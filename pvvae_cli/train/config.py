@@ -72,6 +72,8 @@ class TrainConfig:
     # > 0 (with --preset): the model gets a linear block shortcut, fitted by block PCA on this many training clips
     # before step 0, so training starts at the best linear code (VAEConfig.linear_shortcut)
     shortcut_pca: int = 0
+    # > 0 (with --preset): the decoder gets a pixel refiner of this width (VAEConfig.refiner_channels)
+    refiner: int = 0
     # keep the linear block shortcut (of a --shortcut-pca model) fixed: only the network learns, so the PCA code the
     # model started from stays in it (AdamW moves every weight by ~lr per step, however small its gradient)
     freeze_shortcut: bool = False
@@ -119,6 +121,11 @@ class TrainConfig:
         if self.shortcut_pca and self.preset is None:
             raise ConfigError("--shortcut-pca builds a new model: use it with --preset (weights given with --init keep "
                               "the shortcut they were trained with)")
+        if self.refiner < 0:
+            raise ConfigError(f"refiner must be >= 0 channels, got {self.refiner}")
+        if self.refiner and self.preset is None:
+            raise ConfigError("--refiner builds a new model: use it with --preset (weights given with --init keep "
+                              "their architecture)")
         presets = registry.presets()  # every family's
         if self.preset is not None and self.preset not in presets:
             raise bad("preset", f"must be one of {', '.join(presets)}")

@@ -16,7 +16,7 @@ from torch import nn
 
 from pvvae_cli.models.blocks import ChannelRMSNorm, FrameAttention
 from pvvae_cli.models.causal_conv import StreamState
-from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
+from pvvae_cli.models.group_causal_conv import GroupCausalConv3d
 
 
 def per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

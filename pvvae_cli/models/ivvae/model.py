@@ -21,8 +21,8 @@ from torch import nn
 from pvvae_cli.models.blocks import FrameAttention
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
-from pvvae_cli.models.ivvae.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.layers import (
     AtrousHead,
     Downsample,

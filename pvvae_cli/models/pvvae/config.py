@@ -41,6 +41,10 @@ class VAEConfig(FrozenConfig):
     # mean, the decoder adds its reconstruction to the pixels, and the network's own outputs start at zero, so the
     # model starts as that linear codec (as block PCA once fitted: train --shortcut-pca) and learns the rest.
     linear_shortcut: bool = False
+    # > 0: the decoder's pixels pass through a residual post-filter of this width (models/pixel_refiner.py), with
+    # refiner_blocks hidden layers; it starts as the identity.
+    refiner_channels: int = 0
+    refiner_blocks: int = 3
     latents_mean: tuple[float, ...] | None = None  # per-channel statistics for latent normalisation
     latents_std: tuple[float, ...] | None = None
     name: str = field(default="custom", compare=True)
@@ -51,7 +55,7 @@ class VAEConfig(FrozenConfig):
             value = getattr(self, key)
             if isinstance(value, list):
                 object.__setattr__(self, key, tuple(value))
-        positive = ("in_channels", "base_channels", "layers_per_block", "latent_channels")
+        positive = ("in_channels", "base_channels", "layers_per_block", "latent_channels", "refiner_blocks")
         for key in positive:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -72,6 +76,9 @@ class VAEConfig(FrozenConfig):
                 f"VAEConfig.channel_multipliers must be {want} positive integers for spatial_compression="
                 f"{self.spatial_compression}, got {mults!r}"
             )
+        if not isinstance(self.refiner_channels, int) or isinstance(self.refiner_channels, bool) \
+                or self.refiner_channels < 0:
+            raise ValueError(f"VAEConfig.refiner_channels must be an integer >= 0, got {self.refiner_channels!r}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"VAEConfig.padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         check_latent_stats(self)
@@ -82,6 +89,8 @@ class VAEConfig(FrozenConfig):
         # config hash that latent files record (codec.latents.config_hash) stay what they were for those models.
         if not d["linear_shortcut"]:
             del d["linear_shortcut"]
+        if not d["refiner_channels"]:
+            del d["refiner_channels"], d["refiner_blocks"]
         return d
 
     @property

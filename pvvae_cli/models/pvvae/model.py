@@ -18,6 +18,7 @@ from pvvae_cli.models.block_shortcut import BlockDecoder, BlockEncoder, init_fro
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.pixel_refiner import PixelRefiner
 from pvvae_cli.models.pvvae.config import PRESETS, VAEConfig
 
 
@@ -91,6 +92,8 @@ class Decoder(nn.Module):
         self.conv_out = CausalConv3d(widths[0], cfg.in_channels, 3)
         self.shortcut = (BlockDecoder(cfg.latent_channels, cfg.temporal_compression, cfg.spatial_compression)
                          if cfg.linear_shortcut else None)
+        self.refiner = (PixelRefiner(cfg.refiner_channels, cfg.refiner_blocks, cfg.temporal_compression,
+                                     cfg.in_channels) if cfg.refiner_channels else None)
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         linear = None if self.shortcut is None else self.shortcut(z, state)
@@ -101,7 +104,9 @@ class Decoder(nn.Module):
             if i < len(self.upsamples):
                 h = self.upsamples[i](h, state)
         y = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
-        return y if linear is None else y + linear.to(y.dtype)
+        if linear is not None:
+            y = y + linear.to(y.dtype)
+        return y if self.refiner is None else self.refiner(y, state)
 
 
 class VideoVAE(CausalConvAutoencoder):
@@ -145,6 +150,7 @@ class VideoVAE(CausalConvAutoencoder):
           block starts as the identity and the trunk carries the signal through the whole depth;
         - temporal upsampling starts as frame repetition (its two output halves copy the input);
         - the posterior's log-variance bias starts at ``INITIAL_LOGVAR``;
+        - the pixel refiner (``refiner_channels``) keeps its own init (``PixelRefiner.reset_parameters``);
         - with ``linear_shortcut``: the block codec starts as a random orthonormal projection and its transpose, and
           the network's own outputs (the encoder's mean half, the decoder's pixels) start at zero: the model starts
           as that linear codec, and as the PCA codec after ``init_shortcut_from_pca``.
@@ -157,6 +163,8 @@ class VideoVAE(CausalConvAutoencoder):
         if bias is not None and not bias.is_meta:
             with torch.no_grad():
                 bias[self.config.latent_channels :].fill_(self.INITIAL_LOGVAR)
+        if self.decoder.refiner is not None:
+            self.decoder.refiner.reset_parameters()  # its own init (the loop above set the GCConvs' wrong taps)
         if self.config.linear_shortcut and not self.encoder.shortcut.first.is_meta:
             init_orthonormal_(self.encoder.shortcut, self.decoder.shortcut)
             with torch.no_grad():
