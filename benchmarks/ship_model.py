@@ -3,8 +3,8 @@
 Usage: python benchmarks/ship_model.py RUN_ROOT --out weights/pvvae-small --version 0.1.0 [--data data]
        [--sizes 64 128 256] [--windows 4] [--stats-clips 32] [--force]
 
-RUN_ROOT is a run of ``examples/train_default.sh``: the weights of its last stage are shipped (``4-decoder-hr``
-when the recipe ran it, else ``3-decoder``). Steps:
+RUN_ROOT is a run of ``examples/train_default.sh``: the weights of its last finished stage are shipped
+(``5-decoder-perceptual``, ``4-decoder-hr`` when the recipe ran them, else ``3-decoder``). Steps:
 1. per-channel latent statistics (mean, std of the posterior mode) on training windows, stored in the config so
    ``encode --normalize`` and ``gen`` work on standardised latents;
 2. the weights stored in fp16 (half the file; loading computes in fp32); everything below measures that file;
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from bench_baselines import windows  # the clips of `pvvae eval --windows N` (this script's folder is on sys.path)
 
-STAGES = ("1-image", "2-video", "3-decoder", "4-decoder-hr")
+STAGES = ("1-image", "2-video", "3-decoder", "4-decoder-hr", "5-decoder-perceptual")  # train_default.sh's
 KEYS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 4), ("stlpips", "ST-LPIPS ↓", 4), ("rfvd", "rFVD ↓", 1))
 
 
@@ -47,7 +47,8 @@ def run_eval(spec: Path, heldout: Path, size: int, count: int, json_path: Path) 
     cmd = ["pvvae", "eval", str(heldout), "-m", str(spec), "--size", str(size), "--windows", str(count),
            "--predict-context", "9", "--json", str(json_path)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return " ".join(cmd[:3]) + " -m MODEL " + " ".join(cmd[5:-2]), json.loads(json_path.read_text())
+    # the card's command: the data folder as examples/get_data.sh names it, the model as shipped
+    return f"pvvae eval data/{heldout.name} -m MODEL " + " ".join(cmd[5:-2]), json.loads(json_path.read_text())
 
 
 @torch.no_grad()
@@ -170,6 +171,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
 
     cfg = vae.config
     run = args.run
+    total = sum(walls.values()) / 3600
+    hours = f"{total:.0f} hour{'s' if round(total) != 1 else ''}" if total >= 0.75 else f"{total * 60:.0f} minutes"
     configs = {s: json.loads((run / s / "train_config.json").read_text()) for s in STAGES
                if (run / s / "train_config.json").is_file()}
     lines = [
@@ -180,8 +183,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
         f"predictive objective by pvvae {__version__}'s own `train` / `finetune-decoder`, on the CPU. Weights stored "
         "in fp16 (computed in fp32).", "",
         "**What it is for**: trying pvvae end to end (encode, decode, predict, gen) on real video with weights that "
-        "beat simple codecs of the same size. It is small and was trained for minutes on a few clips: far from the "
-        "paper's 661 M-parameter model, not for research results.", "",
+        f"beat simple codecs of the same size. It is small and was trained for about {hours} on a 2-core CPU on a "
+        "few clips: far from the paper's 661 M-parameter model, not for research results.", "",
         "## Held-out quality" + ("" if passed else " (FAILS the gate: exported with --force)"), "",
         "17-frame windows of the held-out clips (never trained on), short side resized to the size and centre-"
         f"cropped; {args.windows} windows per clip. Reference codecs keep as many numbers per clip as the latent "
@@ -209,7 +212,8 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
         f"`python benchmarks/ship_model.py RUN --out weights/{name} --version {args.version}`.", "",
         "## Training", "",
         "Recipe: `examples/train_default.sh` (the paper's stages: image pretraining, predictive video training, "
-        "decoder fine-tuning, and optionally a second decoder fine-tuning on larger crops; continue from these "
+        "decoder fine-tuning, and optionally a second decoder fine-tuning on larger crops and a last one with a "
+        "perceptual term; continue from these "
         "weights with `INIT=weights/" + name + "`).", "",
         "| stage | steps | batch | crop | lr | precision | wall time |", "|---|---|---|---|---|---|---|",
     ]
@@ -226,6 +230,9 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
            "0 (so stage 1, images, was skipped: the shortcut's later-frame maps need video clips)"
            + (", and kept frozen in every stage." if video.get("freeze_shortcut") else ".")
            if video.get("shortcut_pca") else ""),
+        *([f"Stage 5-decoder-perceptual adds the ST-LPIPS term at weight {perc['perceptual_weight']} to MSE + "
+           "motion (an MSE-trained decoder smooths; the gate measures ST-LPIPS too)."]
+          if (perc := configs.get("5-decoder-perceptual")) else []),
         f"Total wall time {sum(walls.values()) / 60:.0f} min on a 2-core CPU.", "",
         "## Data", "", "Fetched by `examples/get_data.sh` from Debian and PyPI package archives:", "",
         "| file | role | package | licence |", "|---|---|---|---|",
@@ -240,9 +247,15 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
             lines.append(f"| photos/ ({len(photos)} files) | not used by this recipe | "
                          f"{', '.join(sorted({r[2] for r in photos}))} | see MANIFEST.tsv |")
     lines += ["", "## Limitations", "",
-              f"Trained on {len(list((args.data / 'train').iterdir()))} short clips at low resolution for minutes: "
-              "expect blur on fine texture and weak "
-              "prediction of novel motion. The numbers above are on two held-out clips only.", ""]
+              f"Trained on {len(list((args.data / 'train').iterdir()))} short clips at low resolution for about "
+              f"{hours}: expect blur on fine texture. Prediction (frames from the latents of a prefix) is below "
+              "copying the last frame: the predictive stage was short and slow (a larger learning rate cost "
+              "reconstruction) and the decoder stages train reconstruction only; use it to try the `predict` "
+              "pipeline, not for forecasts. The numbers above are on "
+              "two held-out clips only.", "",
+              "Licences: the weights are derived from the training clips listed above; some are under share-alike "
+              "terms (CC-BY-SA, GPL). Whether those terms reach trained weights is not settled; check them before "
+              "redistributing the weights in a product.", ""]
     return "\n".join(lines)
 
 

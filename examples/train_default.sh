@@ -21,7 +21,10 @@
 #
 # HR_SIZE=N HR_STEPS=M (> 0): stage 4, a second decoder fine-tune from stage 3 on N x N crops (short side N..SCALE_MAX
 # when SCALE_MAX > N), at HR_LR (default DECODER_LR): the larger latent grid the decoder sees at 128-256 pixels.
-# The shipped weights are those of the last stage that ran (4-decoder-hr, else 3-decoder).
+# PERC_STEPS=M PERC_WEIGHT=W (> 0): stage 5, a last decoder fine-tune from the stage before with the ST-LPIPS term
+# (`--perceptual stlpips --perceptual-weight W`, default 0.02) at PERC_LR (default DECODER_LR): an MSE-trained decoder
+# smooths, and the gate measures ST-LPIPS too. Validation then logs the distance next to PSNR (`perceptual_recon`).
+# The shipped weights are those of the last stage that ran (5-decoder-perceptual, 4-decoder-hr, else 3-decoder).
 #
 # Stage 1: images (1-frame clips of the training videos' frames and the photographs);
 # stage 2: predictive video training (drop trailing groups, motion loss) from stage 1;
@@ -36,18 +39,20 @@ PRECISION=${PRECISION:-fp32} INIT=${INIT:-} VAL_EVERY=${VAL_EVERY:-250} DEVICE=$
 PERCEPTUAL=${PERCEPTUAL:-none} SHORTCUT_PCA=${SHORTCUT_PCA:-0} SCALE_MAX=${SCALE_MAX:-0} LR=${LR:-}
 DECODER_LR=${DECODER_LR:-$LR} EMA=${EMA:-0} GAN_WEIGHT=${GAN_WEIGHT:-} FREEZE_SHORTCUT=${FREEZE_SHORTCUT:-0}
 HR_SIZE=${HR_SIZE:-0} HR_STEPS=${HR_STEPS:-0} HR_LR=${HR_LR:-$DECODER_LR} REFINER=${REFINER:-0}
+PERC_STEPS=${PERC_STEPS:-0} PERC_WEIGHT=${PERC_WEIGHT:-0.02} PERC_LR=${PERC_LR:-$DECODER_LR}
 pvvae=${PVVAE:-pvvae}
 
 for d in "$DATA/train" "$DATA/heldout"; do
     [ -d "$d" ] || { echo "train_default: $d is missing; run examples/get_data.sh $DATA first" >&2; exit 2; }
 done
-common=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" --val-data "$DATA/heldout"
-        --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --perceptual "$PERCEPTUAL" --scale-max "$SCALE_MAX"
-        --ema-decay "$EMA")
+# every stage's options but --perceptual (stage 5 sets its own)
+base=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" --val-data "$DATA/heldout"
+      --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --scale-max "$SCALE_MAX" --ema-decay "$EMA")
 lr=(); [ -z "$LR" ] || lr=(--lr "$LR")
 decoder_lr=(); [ -z "$DECODER_LR" ] || decoder_lr=(--lr "$DECODER_LR")
-[ -z "$GAN_WEIGHT" ] || common+=(--gan-weight "$GAN_WEIGHT")
-[ "$FREEZE_SHORTCUT" = 0 ] || common+=(--freeze-shortcut)
+[ -z "$GAN_WEIGHT" ] || base+=(--gan-weight "$GAN_WEIGHT")
+[ "$FREEZE_SHORTCUT" = 0 ] || base+=(--freeze-shortcut)
+common=("${base[@]}" --perceptual "$PERCEPTUAL")
 
 stage() {  # stage NAME STEPS COMMAND ARGS...: run, or resume an unfinished run, or skip a finished one
     local name=$1 steps=$2 run="$root/$1"
@@ -82,5 +87,11 @@ if [ "$HR_STEPS" -gt 0 ] && [ "$HR_SIZE" -gt 0 ]; then
     stage 4-decoder-hr "$HR_STEPS" finetune-decoder --init "$root/3-decoder" --data "$DATA/train" \
         --frames "$FRAMES" "${hr[@]}" "${hr_lr[@]}"
     last=4-decoder-hr
+fi
+if [ "$PERC_STEPS" -gt 0 ]; then
+    perc_lr=(); [ -z "$PERC_LR" ] || perc_lr=(--lr "$PERC_LR")
+    stage 5-decoder-perceptual "$PERC_STEPS" finetune-decoder --init "$root/$last" --data "$DATA/train" \
+        --frames "$FRAMES" "${base[@]}" --perceptual stlpips --perceptual-weight "$PERC_WEIGHT" "${perc_lr[@]}"
+    last=5-decoder-perceptual
 fi
 echo "train_default: done; weights in $root/$last/weights"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
-from conftest import moving_square
+from conftest import metric_network, moving_square
 
 from pvvae_cli.media.writer import write_video
 
@@ -75,7 +75,9 @@ def test_train_default_runs_every_stage_then_skips_them(tmp_path):
 @pytest.mark.skipif(not PVVAE.is_file(), reason="the pvvae console script is not installed beside this python")
 def test_train_default_with_a_frozen_pca_shortcut(tmp_path):
     """``SHORTCUT_PCA=N FREEZE_SHORTCUT=1``: no image stage (the fit covers later frames), the video stage fits the
-    shortcut, and both stages keep it frozen."""
+    shortcut, and every stage keeps it frozen; ``PERC_STEPS`` adds the ST-LPIPS decoder stage, which alone trains
+    the perceptual term and is the one shipped."""
+    metric_network("stlpips")
     data = tmp_path / "data"
     for role, seeds in (("train", (0, 1)), ("heldout", (2,))):
         for s in seeds:
@@ -83,8 +85,13 @@ def test_train_default_with_a_frozen_pca_shortcut(tmp_path):
     root = tmp_path / "run"
     res = run("train_default.sh", root, DATA=str(data), PRESET="tiny", SIZE="32", FRAMES="5", BATCH="1",
               VIDEO_STEPS="2", DECODER_STEPS="2", VAL_EVERY="100", PRECISION="fp32", GAN_WEIGHT="0",
-              SHORTCUT_PCA="4", FREEZE_SHORTCUT="1", OMP_NUM_THREADS="1")
+              SHORTCUT_PCA="4", FREEZE_SHORTCUT="1", PERC_STEPS="2", PERC_WEIGHT="0.05", OMP_NUM_THREADS="1")
     assert res.returncode == 0, res.stderr[-2000:]
     assert not (root / "1-image").exists()
-    configs = [json.loads((root / s / "train_config.json").read_text()) for s in ("2-video", "3-decoder")]
-    assert [(c["shortcut_pca"], c["freeze_shortcut"]) for c in configs] == [(4, True), (0, True)]
+    stages = ("2-video", "3-decoder", "5-decoder-perceptual")
+    configs = [json.loads((root / s / "train_config.json").read_text()) for s in stages]
+    assert [(c["shortcut_pca"], c["freeze_shortcut"]) for c in configs] == [(4, True), (0, True), (0, True)]
+    assert [(c["perceptual"], c["perceptual_weight"] if c["perceptual"] != "none" else 0) for c in configs] \
+        == [("none", 0), ("none", 0), ("stlpips", 0.05)]
+    assert configs[2]["init"] == str(root / "3-decoder")
+    assert f"weights in {root}/5-decoder-perceptual/weights" in res.stdout

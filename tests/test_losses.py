@@ -136,6 +136,9 @@ def test_training_with_stlpips(tmp_path, one_thread):
     train(cfg, tmp_path / "run", quiet=True)
     rows = read_metrics(tmp_path / "run")
     assert len(rows) == 2 and all(r["perceptual"] > 0 for r in rows)
+    # validation reports the trained distance next to PSNR (steps 0 and 2), a real distance in (0, 1)
+    vals = read_metrics(tmp_path / "run", "val")
+    assert [v["step"] for v in vals] == [0, 2] and all(0 < v["perceptual_recon"] < 1 for v in vals)
     assert "perceptual ST-LPIPS (alex) 0.5" in (tmp_path / "run" / "weights" / "README.md").read_text()
 
 

@@ -145,7 +145,7 @@ def train(
             fresh = step != start_step
             if is_main and (step == cfg.steps or (step % cfg.val_every == 0 and (fresh or not resume))):
                 scored = vae if ema is None else ema.averaged(vae)  # with EMA, validate (and export) its weights
-                last_val, sample = validate(scored, val_clips, cfg.batch_size, device, dtype)
+                last_val, sample = validate(scored, val_clips, cfg.batch_size, device, dtype, perceptual)
                 run_log.write({"kind": "val", "step": step, **last_val})
                 write_sample(out_dir / ckpts.SAMPLES_DIR / f"step_{step:07d}", sample)
                 run_log.say(f"step {step}: {summary(last_val)}")

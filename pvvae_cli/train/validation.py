@@ -1,7 +1,9 @@
 """Validation during training: fixed held-out clips, reconstruction and prediction quality, a sample video.
 
 Metric names are those of ``pvvae eval``: ``pred_psnr`` / ``pred_ssim`` score predicted frames, ``copy_psnr`` the
-baseline that repeats the last observed frame; ``psnr_recon`` / ``ssim_recon`` score plain reconstructions.
+baseline that repeats the last observed frame; ``psnr_recon`` / ``ssim_recon`` score plain reconstructions. When
+the run trains a perceptual term, ``perceptual_recon`` is that term's distance (ST-LPIPS or LPIPS, lower is better) on
+the reconstructions, so the trade-off between it and PSNR is visible while the run goes.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ def validation_clips(cfg: TrainConfig, temporal_compression: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype):
+def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype,
+             perceptual: torch.nn.Module | None = None):
     """Reconstruction (everything observed) and prediction (first half of the groups observed) quality.
 
     Returns ``(metrics, sample)``: metrics has ``psnr_recon``, ``ssim_recon`` and, for clips of more than one
     group, ``pred_psnr`` / ``pred_ssim`` on the predicted frames only, ``copy_psnr`` (the baseline that repeats
-    the last observed frame) and ``pred_context_frames``; ``sample`` holds the first clips' (target, recon,
+    the last observed frame) and ``pred_context_frames``; with ``perceptual`` (a ``losses.PerceptualLoss``),
+    ``perceptual_recon``, its mean over clips of the reconstructions; ``sample`` holds the first clips' (target, recon,
     pred) for a video."""
     from pvvae_cli.metrics.image import psnr, ssim
 
@@ -44,17 +48,23 @@ def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dt
     dropped = (groups - 1) - (groups - 1) // 2
     kept = kept_frames(t, dropped, vae.config.temporal_compression)
     gen = torch.Generator(device).manual_seed(0)  # gaussian padding: the same noise at every validation
-    recons, preds = [], []
+    recons, preds, distances = [], [], []
     for i in range(0, clips.shape[0], batch_size):
         x = clips[i : i + batch_size].to(device)
         with autocast(device, dtype):
-            recons.append(predictive_forward(vae, x, 0, sample=False).recon.float().clamp(-1, 1).cpu())
-            if dropped:
+            recon = predictive_forward(vae, x, 0, sample=False).recon.float().clamp(-1, 1)
+            recons.append(recon.cpu())
+        if perceptual is not None:  # in fp32, outside autocast: a metric, not a training term
+            distances.append(float(perceptual(recon, x)) * x.shape[0])
+        if dropped:
+            with autocast(device, dtype):
                 preds.append(predictive_forward(vae, x, dropped, sample=False, generator=gen)
                              .recon.float().clamp(-1, 1).cpu())
     vae.train(was_training)
     recon = torch.cat(recons)
     metrics = {"psnr_recon": float(psnr(recon, clips).mean()), "ssim_recon": float(ssim(recon, clips).mean())}
+    if distances:
+        metrics["perceptual_recon"] = sum(distances) / clips.shape[0]
     sample = {"target": clips[:2], "recon": recon[:2]}
     if dropped:
         pred = torch.cat(preds)
@@ -69,10 +79,12 @@ def validate(vae, clips: torch.Tensor, batch_size: int, device: torch.device, dt
 
 
 def summary(metrics: dict) -> str:
-    """``"val PSNR recon 24.31 dB, pred 19.02 dB (copy-last 18.40)"`` for progress messages."""
+    """``"val PSNR recon 24.31 dB, pred 19.02 dB (copy-last 18.40)"`` for progress messages (plus
+    ``", perceptual 0.2010"`` when measured)."""
     pred = f", pred {metrics['pred_psnr']:.2f} dB (copy-last {metrics['copy_psnr']:.2f})" \
         if "pred_psnr" in metrics else ""
-    return f"val PSNR recon {metrics['psnr_recon']:.2f} dB{pred}"
+    dist = f", perceptual {metrics['perceptual_recon']:.4f}" if "perceptual_recon" in metrics else ""
+    return f"val PSNR recon {metrics['psnr_recon']:.2f} dB{pred}{dist}"
 
 
 def write_sample(path: Path, sample: dict, fps: float = 8.0) -> Path:
