@@ -211,7 +211,11 @@ def test_cli_eval_reference_vs_generated(clips, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "diff.json").read_text())["fvd"] > 1e-3
 
 
-def test_cli_eval_errors(clips, two_models, tmp_path, offline):
+def test_cli_eval_errors(clips, two_models, tmp_path, offline, monkeypatch):
+    from pvvae_cli.models import default
+
+    monkeypatch.delenv(default.ENV_VAR, raising=False)  # no default model either: eval needs --model
+    monkeypatch.setattr(default, "shipped_weights_dir", lambda: tmp_path / "no-shipped-weights")
     m = str(two_models[0])
     res = runner.invoke(app, ["eval", str(clips), "-m", m, "--frames", "16"])
     assert res.exit_code == 2 and "--frames must be 1 + 4k" in res.output and "13 or 17" in res.output
