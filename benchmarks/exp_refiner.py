@@ -18,14 +18,14 @@ prints held-out PSNR (64², ``pvvae eval --windows 4`` windows) every 100 steps:
 ``--init``: a small PV-VAE whose linear shortcut holds the PCA code (its network outputs still zero); without it
 the script builds one, block PCA on ``--fit`` multi-scale 64² training crops (~4 min for 1024).
 
-Measured (0.8.0, 2 threads, AMD EPYC, by the first form of this script, before it was tidied into this one: same
-data, settings and variants, not yet rerun in this form; the 7 training clips of examples/get_data.sh; PCA on 1024
-crops; 256 crops of 64² (short side 64..256), batch 2, lr 1e-3, 300 steps; held-out PSNR at steps 0 / 100 / 200 /
-300):
-decoder 23.78 / 23.78 / 23.78 / 23.78 (also with the linear reconstruction fed to its full-resolution level, and with
-standardised latents); head-causal 23.78 / 23.85 / 23.85 / 23.84; head-group 23.78 / 24.01 / 24.05 / 23.97;
-head-group-64 23.78 / 23.86 / 24.05 / 24.05 (3x the time); the decoder and a causal head together 23.84 / 23.87 /
-23.84. A head on the pixels learns at once; the decoder's deep path from the latents does not, in this budget.
+Measured (0.9.0, this script, 2 threads, AMD EPYC: ``--init`` = a small PV-VAE with its shortcut fitted on 1024
+multi-scale crops of the 7 training clips of examples/get_data.sh; defaults otherwise: 256 crops of 64² (short side
+64..256), batch 2, lr 1e-3, 300 steps; held-out PSNR at steps 0 / 100 / 200 / 300):
+decoder 23.78 / 23.78 / 23.78 / 23.78 (216 s); head-causal 23.78 / 23.84 / 23.89 / 23.86 (47 s); head-group 23.78 /
+24.01 / 23.98 / 23.94 (50 s). A head on the pixels learns at once; the decoder's deep path from the latents does not,
+in this budget. (0.8.0's first form of this script, same settings: head-group 24.01 / 24.05 / 23.97, head-group-64
+23.86 / 24.05 / 24.05 at 3x the time; the decoder also stayed flat with the linear reconstruction fed to its
+full-resolution level and with standardised latents.)
 """
 
 from __future__ import annotations

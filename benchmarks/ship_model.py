@@ -215,6 +215,13 @@ def model_card(name, args, vae, table, commands, passed, walls) -> str:
         "decoder fine-tuning, and optionally a second decoder fine-tuning on larger crops and a last one with a "
         "perceptual term; continue from these "
         "weights with `INIT=weights/" + name + "`).", "",
+    ]
+    recipe_log = run / "recipe.log"
+    if recipe_log.is_file():  # the recipe's invocations on this run folder, settings spelled out
+        lines += ["Invocations on the run folder (`recipe.log`; a rerun skips finished stages):", "", "```bash",
+                  *[line.replace(str(run), "RUN").replace(str(args.data), "data")
+                    for line in recipe_log.read_text().splitlines() if line.strip()], "```", ""]
+    lines += [
         "| stage | steps | batch | crop | lr | precision | wall time |", "|---|---|---|---|---|---|---|",
     ]
     for stage, c in configs.items():

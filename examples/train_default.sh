@@ -25,6 +25,7 @@
 # (`--perceptual stlpips --perceptual-weight W`, default 0.02) at PERC_LR (default DECODER_LR): an MSE-trained decoder
 # smooths, and the gate measures ST-LPIPS too. Validation then logs the distance next to PSNR (`perceptual_recon`).
 # The shipped weights are those of the last stage that ran (5-decoder-perceptual, 4-decoder-hr, else 3-decoder).
+# Each invocation appends its settings to RUN_ROOT/recipe.log (ship_model.py puts them in the model card).
 #
 # Stage 1: images (1-frame clips of the training videos' frames and the photographs);
 # stage 2: predictive video training (drop trailing groups, motion loss) from stage 1;
@@ -45,6 +46,16 @@ pvvae=${PVVAE:-pvvae}
 for d in "$DATA/train" "$DATA/heldout"; do
     [ -d "$d" ] || { echo "train_default: $d is missing; run examples/get_data.sh $DATA first" >&2; exit 2; }
 done
+# RUN_ROOT/recipe.log: one line per invocation, every setting spelled out, so the run (and the model card that
+# benchmarks/ship_model.py writes from it) says exactly how it was made, whatever the defaults become
+mkdir -p "$root"
+settings=()
+for v in OMP_NUM_THREADS DATA PRESET SIZE FRAMES BATCH IMAGE_STEPS VIDEO_STEPS DECODER_STEPS PRECISION INIT VAL_EVERY \
+         DEVICE PERCEPTUAL SHORTCUT_PCA SCALE_MAX LR DECODER_LR EMA GAN_WEIGHT FREEZE_SHORTCUT HR_SIZE HR_STEPS HR_LR \
+         REFINER PERC_STEPS PERC_WEIGHT PERC_LR; do
+    [ -z "${!v:-}" ] || settings+=("$v=$(printf '%q' "${!v}")")
+done
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)"$'\n'"${settings[*]} bash examples/train_default.sh $root" >> "$root/recipe.log"
 # every stage's options but --perceptual (stage 5 sets its own)
 base=(--size "$SIZE" --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" --val-data "$DATA/heldout"
       --val-every "$VAL_EVERY" --ckpt-every "$VAL_EVERY" --scale-max "$SCALE_MAX" --ema-decay "$EMA")

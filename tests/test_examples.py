@@ -70,6 +70,10 @@ def test_train_default_runs_every_stage_then_skips_them(tmp_path):
     assert f"weights in {root}/4-decoder-hr/weights" in res.stdout
     again = run("train_default.sh", root, **env)  # a finished recipe: every stage is skipped, nothing retrains
     assert again.returncode == 0 and again.stdout.count("is finished") == 4, again.stderr[-2000:]
+    log = (root / "recipe.log").read_text().splitlines()  # one dated line per invocation, every setting spelled out
+    assert len(log) == 4 and log[0].startswith("# 20") and log[1] == log[3]
+    assert log[1].startswith("OMP_NUM_THREADS=1 DATA=") and "HR_SIZE=48 " in log[1] and "PERC_WEIGHT=0.02 " in log[1]
+    assert log[1].endswith(f"bash examples/train_default.sh {root}")
 
 
 @pytest.mark.skipif(not PVVAE.is_file(), reason="the pvvae console script is not installed beside this python")
