@@ -71,3 +71,10 @@ def test_shipped_model_loads_and_beats_bicubic():
     cfg = vae.config
     small = bicubic_size(64, 64, cfg.temporal_compression, cfg.spatial_compression, cfg.latent_channels)
     assert float(psnr(y, x)) > float(psnr(bicubic_reconstruct(x, small), x)) + 1.0
+
+
+@pytest.mark.parametrize("command", ["encode", "predict", "eval"])
+def test_help_names_the_default_model(command):
+    # the option help's "[default: ...]" must be escaped, or rich takes it for markup and drops it
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "[default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]" in res.output

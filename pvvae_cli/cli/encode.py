@@ -23,9 +23,9 @@ def encode(
     inputs: Annotated[list[str], typer.Argument(help="Video/image files, folders (recursive) or globs.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, optionally "
-                                      "@revision), or preset:NAME (random weights, for tests). [default: the shipped "
-                                      "model, weights/pvvae-small, or $PVVAE_MODEL]")
+        str | None, typer.Option("--model", "-m", help=escape(
+            "Weights folder, hub repo id (owner/name, optionally @revision), or preset:NAME (random weights, for "
+            "tests). [default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]"))
     ] = None,
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Only inputs with this suffix (repeatable), e.g. --ext mp4.")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pvvae_cli.cli.common import fail, load_model, model_or_default
+from pvvae_cli.cli.help_format import escape
 from pvvae_cli.cli.predict import Padding
 
 # The protocols' messages start with the field at fault ("frames must be ..."); the user typed an option.
@@ -33,9 +34,9 @@ def evaluate(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, optionally "
-                                            "@revision) or preset:NAME; repeat to compare models. [default: the "
-                                            "shipped model, or $PVVAE_MODEL]"),
+        typer.Option("--model", "-m", help=escape(
+            "Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME; repeat to compare "
+            "models. [default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]")),
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,

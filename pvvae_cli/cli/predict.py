@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pvvae_cli.cli.common import check_output_file, fail, load_model, model_or_default
+from pvvae_cli.cli.help_format import escape
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 
 # Latents appended for the future frames: the model's own mode (auto) or one of the padding modes models know.
@@ -26,9 +27,9 @@ def predict(
                                   "file from `pvvae encode` (its latent frames are the context).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4): observed + predicted frames.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Weights folder, hub repo id (owner/name, "
-                                                                    "optionally @revision) or preset:NAME. [default: "
-                                                                    "the shipped model, or $PVVAE_MODEL]")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=escape(
+        "Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME. [default: the shipped model, "
+        "weights/pvvae-small, or $PVVAE_MODEL]"))] = None,
     context_frames: Annotated[
         int, typer.Option(help="Observed frames to encode: 1 + 4a (1, 5, 9, ...) for t4 models. Ignored for a "
                                "latent file.")
