@@ -76,5 +76,8 @@ def test_shipped_model_loads_and_beats_bicubic():
 @pytest.mark.parametrize("command", ["encode", "predict", "eval"])
 def test_help_names_the_default_model(command):
     # the option help's "[default: ...]" must be escaped, or rich takes it for markup and drops it
+    from pvvae_cli.cli.common import DEFAULT_MODEL_HELP
+
+    assert f"weights/{default.DEFAULT_MODEL}" in DEFAULT_MODEL_HELP and f"${default.ENV_VAR}" in DEFAULT_MODEL_HELP
     res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
     assert res.exit_code == 0 and "[default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]" in res.output

@@ -43,6 +43,11 @@ def check_output_file(path: Path, inputs: tuple[Path, ...] = (), option: str = "
     check_can_create(path.parent, option)
 
 
+# What a --model option given nothing means, for the commands' help (escape it: rich reads "[...]" as markup). It
+# names models/default.py's DEFAULT_MODEL and ENV_VAR as text: importing that module for --help would load torch.
+DEFAULT_MODEL_HELP = "[default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]"
+
+
 def model_or_default(spec: str | None) -> str:
     """``spec``, or the shipped default model when a command is given no ``--model`` (``models/default.py``); fails
     with one line when there is none."""

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
-from pvvae_cli.cli.common import check_can_create, fail
+from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, check_can_create, fail
 from pvvae_cli.cli.help_format import escape
 
 
@@ -25,7 +25,7 @@ def encode(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help=escape(
             "Weights folder, hub repo id (owner/name, optionally @revision), or preset:NAME (random weights, for "
-            "tests). [default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]"))
+            f"tests). {DEFAULT_MODEL_HELP}"))
     ] = None,
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Only inputs with this suffix (repeatable), e.g. --ext mp4.")

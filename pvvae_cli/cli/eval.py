@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.common import fail, load_model, model_or_default
+from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, fail, load_model, model_or_default
 from pvvae_cli.cli.help_format import escape
 from pvvae_cli.cli.predict import Padding
 
@@ -36,7 +36,7 @@ def evaluate(
         list[str] | None,
         typer.Option("--model", "-m", help=escape(
             "Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME; repeat to compare "
-            "models. [default: the shipped model, weights/pvvae-small, or $PVVAE_MODEL]")),
+            f"models. {DEFAULT_MODEL_HELP}")),
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip, from --start (1 + 4k for t4; the paper: 17).")] = 17,
     size: Annotated[int, typer.Option(help="Short side resized to SIZE, then a centre SIZE x SIZE crop.")] = 256,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.common import check_output_file, fail, load_model, model_or_default
+from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, check_output_file, fail, load_model, model_or_default
 from pvvae_cli.cli.help_format import escape
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 
@@ -28,8 +28,8 @@ def predict(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4): observed + predicted frames.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help=escape(
-        "Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME. [default: the shipped model, "
-        "weights/pvvae-small, or $PVVAE_MODEL]"))] = None,
+        f"Weights folder, hub repo id (owner/name, optionally @revision) or preset:NAME. {DEFAULT_MODEL_HELP}"
+    ))] = None,
     context_frames: Annotated[
         int, typer.Option(help="Observed frames to encode: 1 + 4a (1, 5, 9, ...) for t4 models. Ignored for a "
                                "latent file.")
