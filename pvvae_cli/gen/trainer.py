@@ -205,7 +205,7 @@ def train_gen(
             run_log.say(f"exported {result.weights_dir}")
             if last_eval:
                 _plot(out_dir, run_log)
-    dist.barrier(dist_info)
+    dist.finish(dist_info)  # every rank done; leave the process group before the interpreter exits
     return result
 
 

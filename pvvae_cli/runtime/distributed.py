@@ -60,6 +60,16 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def finish(info: DistInfo) -> None:
+    """The end of a run that went well, on every rank: wait for the others, then leave the process group. Without
+    ``destroy_process_group`` gloo's worker threads can still be alive at interpreter exit and abort the process
+    (SIGABRT, "terminate called without an active exception") after the work is done. Not for a run that failed:
+    destroying while other ranks are inside a collective can hang (the run's exception ends the process instead)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if it is true on any (a signal may reach the ranks at different steps)."""
     if not info.enabled:

@@ -248,7 +248,7 @@ def train(
             run_log.write({"kind": "final", "step": step, "weights": str(result.weights_dir),
                            "rank_weight_hashes": result.rank_weight_hashes, "skipped_files": sorted(skipped_files)})
             run_log.say(f"exported {result.weights_dir}")
-    dist.barrier(dist_info)
+    dist.finish(dist_info)  # every rank done; leave the process group before the interpreter exits
     return result
 
 
