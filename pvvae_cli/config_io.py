@@ -7,6 +7,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from pvvae_cli.errors import PvvaeError
+
+
+class ConfigError(PvvaeError, ValueError):
+    """An invalid run configuration (VAE training, gen, a recipe); the message names the key (or file) and the
+    fix."""
+
 
 def unknown_keys(cls: type, d: dict[str, Any]) -> tuple[list[str], list[str]]:
     """``(unknown, known)`` field names of the dataclass ``cls`` for the keys of ``d``, each sorted."""

@@ -1,10 +1,50 @@
+import os
+
 import pytest
 import torch
+
+from pvvae_cli.runtime.device import CPU_BF16_ENV, DEVICE_ENV, cpu_bf16_supported
+
+# The suite runs on the CPU, also on a GPU host: `--device auto` means cpu here, in this process and in the CLI
+# subprocesses that inherit the environment. Tests marked `cuda` choose their device themselves.
+os.environ[DEVICE_ENV] = "cpu"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``cuda`` where there is no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA is not available here)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_for_cuda_tests(request, monkeypatch):
+    if request.node.get_closest_marker("cuda") is not None:
+        monkeypatch.delenv(DEVICE_ENV, raising=False)  # `--device auto` is the GPU again
+
+
+# ---- bf16 on the CPU: oneDNN's bf16 convolution needs AVX512BW/VL/DQ or AVX-NE-CONVERT (not on AMD Zen 3)
+
+NO_CPU_BF16 = f"bf16 convolutions need AVX512BW/VL/DQ or AVX-NE-CONVERT, which this CPU lacks (or {CPU_BF16_ENV}=0)"
+requires_cpu_bf16 = pytest.mark.skipif(not cpu_bf16_supported(), reason=NO_CPU_BF16)
+
+
+@pytest.fixture
+def no_cpu_bf16(monkeypatch):
+    """Play a CPU without bf16 (e.g. AMD Zen 3): ``PVVAE_CPU_BF16=0``, the cached answer forgotten before and after
+    (this teardown runs before monkeypatch restores the environment)."""
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    cpu_bf16_supported.cache_clear()
+    yield
+    cpu_bf16_supported.cache_clear()
 
 
 def scramble(model: torch.nn.Module) -> torch.nn.Module:

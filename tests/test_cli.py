@@ -104,7 +104,7 @@ def test_stdout_carries_results_only_and_logs_get_no_progress_escapes(tmp_path):
 
 def test_info_accepts_a_run_folder_as_train_init_does(tmp_path):
     from pvvae_cli import VideoVAE
-    from pvvae_cli.train.checkpoints import CONFIG_FILE, WEIGHTS_DIR
+    from pvvae_cli.engine.checkpoints import CONFIG_FILE, WEIGHTS_DIR
 
     run = tmp_path / "run"
     run.mkdir()

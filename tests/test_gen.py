@@ -11,6 +11,7 @@ import torch
 from conftest import metric_network, read_metrics, run_pvvae
 from gen_helpers import SHAPE, write_latent_set
 
+from pvvae_cli.engine.checkpoints import list_checkpoints
 from pvvae_cli.gen import flow
 from pvvae_cli.gen.config import PRESETS, GenConfig
 from pvvae_cli.gen.data import GenDataError, load_latent_set
@@ -19,7 +20,6 @@ from pvvae_cli.gen.sampler import euler_sample, initial_noise, time_grid
 from pvvae_cli.gen.train_config import GenTrainConfig
 from pvvae_cli.gen.trainer import train_gen
 from pvvae_cli.gen.weights import load_gen, save_gen
-from pvvae_cli.train.checkpoints import list_checkpoints
 
 
 def tiny(**fields) -> LatteDiT:
@@ -113,7 +113,11 @@ def test_time_distribution_and_shift():
 
 def test_loss_by_t_bin_counts_every_sample():
     bins = flow.loss_by_t_bin(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.05, 0.95, 0.99]))
-    assert bins["loss_t0"] == (1.0, 1) and bins["loss_t9"] == (5.0, 2) and bins["loss_t5"] == (0.0, 0)
+    got = {k: float(v) for k, v in bins.items()}
+    assert (got["loss_t0_sum"], got["loss_t0_n"]) == (1.0, 1) and (got["loss_t9_sum"], got["loss_t9_n"]) == (5.0, 2)
+    assert (got["loss_t5_sum"], got["loss_t5_n"]) == (0.0, 0)
+    means = flow.t_bin_means({"loss": 2.0, **got})
+    assert means == {"loss": 2.0, "loss_t0": 1.0, "loss_t9": 2.5}  # empty bins are left out
 
 
 # ------------------------------------------------------------------------------------------------ sampler

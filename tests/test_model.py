@@ -1,8 +1,10 @@
 import pytest
 import torch
+from conftest import NO_CPU_BF16
 
 from pvvae_cli import PRESETS, VAEConfig, VideoVAE
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.runtime.device import cpu_bf16_supported
 
 
 def clip(t, h=64, w=64, b=1):
@@ -48,6 +50,8 @@ def test_t4s8_variant():
 def test_base_builds_and_runs():
     vae = VideoVAE.from_preset("base").eval()
     assert vae.num_parameters() > 100e6
+    if not cpu_bf16_supported():  # bf16 keeps this large model's forward short
+        pytest.skip(f"built; the forward is not run: {NO_CPU_BF16}")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = vae(clip(5, 32, 32), sample=False)
     assert y.shape == (1, 3, 5, 32, 32)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cpu_bf16
 
 from pvvae_cli.codec.framing import FramePlan, pad_frames, parse_size, plan_frames
 from pvvae_cli.codec.pipeline import Codec, EncodeOptions, NonFiniteError, model_chunks
@@ -137,6 +138,7 @@ def test_decode_refuses_other_model(tiny, tmp_path):
     assert plan.invert(torch.zeros(3, 1, 32, 32)).shape == (3, 1, 32, 32)
 
 
+@requires_cpu_bf16
 def test_bf16_inference_path_matches_autocast_reference(tiny):
     """The direct oneDNN path (bf16, channels-last, used under inference_mode) agrees with plain autocast
     F.conv3d (the autograd path), and chunked bf16 equals one-pass bf16."""

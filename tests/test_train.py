@@ -7,16 +7,16 @@ import signal
 
 import pytest
 import torch
-from conftest import read_metrics, tiny_train_config
+from conftest import read_metrics, requires_cpu_bf16, tiny_train_config
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
 from pvvae_cli.cli.app import app
-from pvvae_cli.train.checkpoints import list_checkpoints
+from pvvae_cli.engine.checkpoints import list_checkpoints
+from pvvae_cli.engine.rng import restore_rng, rng_state
 from pvvae_cli.train.config import ConfigError, build_config
 from pvvae_cli.train.losses import reconstruction_terms, weighted_sum
 from pvvae_cli.train.objective import PredictiveVAE, predictive_forward, sample_num_dropped
-from pvvae_cli.train.state import restore_rng, rng_state
 from pvvae_cli.train.synthetic import SyntheticClips
 from pvvae_cli.train.trainer import train
 
@@ -269,6 +269,7 @@ def test_lr_defaults_to_the_presets_and_is_saved_resolved(tmp_path):
     assert json.loads((tmp_path / "b" / "train_config.json").read_text())["lr"] == DEFAULT_LR["tiny"]
 
 
+@requires_cpu_bf16
 def test_auto_precision_is_measured_on_the_cpu(monkeypatch):
     """``--precision auto`` on the CPU takes bf16 only where the probe measures it clearly faster than fp32."""
     import torch

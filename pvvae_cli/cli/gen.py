@@ -58,8 +58,23 @@ def train(
         "Probability of the null class (for classifier-free guidance).", "label_dropout"))] = None,
     time_shift: Annotated[float | None, typer.Option(help=_opt("Timestep shift s of the training times.",
                                                                "time_shift"))] = None,
-    precision: Annotated[Precision | None, typer.Option(help=_opt("fp32, or bf16 autocast.", "precision"))] = None,
-    device: Annotated[str | None, typer.Option(help=_opt("auto, cpu, cuda or cuda:N.", "device"))] = None,
+    grad_accum: Annotated[int | None, typer.Option(help=_opt("Micro-batches per optimiser step (--batch-size "
+                                                             "each).", "grad_accum"))] = None,
+    precision: Annotated[Precision | None, typer.Option(help=_opt(
+        "auto: bf16 autocast on CUDA, on the CPU whichever of fp32 and bf16 a short probe measures faster here; or "
+        "fp32, or bf16 autocast.", "precision"))] = None,
+    device: Annotated[str | None, typer.Option(help=_opt("auto, cpu, cuda or cuda:N (under torchrun: cuda = one GPU "
+                                                         "per process).", "device"))] = None,
+    grad_checkpoint: Annotated[bool | None, typer.Option(
+        "--grad-checkpoint/--no-grad-checkpoint", show_default=False, help=_opt(
+            "Recompute each transformer block's activations in backward instead of keeping them (same losses within "
+            "float rounding).", "grad_checkpoint"))] = None,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", show_default=False, help=_opt(
+            "torch.compile the DiT (compiled on first use; pays off on CUDA).", "compile"))] = None,
+    strict_fp32: Annotated[bool | None, typer.Option(
+        "--strict-fp32/--no-strict-fp32", show_default=False, help=_opt(
+            "On CUDA, no TF32 in fp32 matmuls and convolutions (default: TF32).", "strict_fp32"))] = None,
     seed: Annotated[int | None, typer.Option(help=_opt("Seed of everything random.", "seed"))] = None,
     log_every: Annotated[int | None, typer.Option(help=_opt("metrics.jsonl line every N steps.", "log_every"))] = None,
     ckpt_every: Annotated[int | None, typer.Option(help=_opt("Checkpoint every N steps.", "ckpt_every"))] = None,
@@ -94,7 +109,8 @@ def train(
         class_from_folders=class_from_folders, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
         min_lr_ratio=min_lr_ratio, ema_decay=ema_decay, label_dropout=label_dropout, time_shift=time_shift,
         precision=precision.value if precision else None, device=device, seed=seed, log_every=log_every,
-        ckpt_every=ckpt_every, eval_every=eval_every).items() if v is not None}
+        ckpt_every=ckpt_every, eval_every=eval_every, grad_accum=grad_accum, grad_checkpoint=grad_checkpoint,
+        compile=compile, strict_fp32=strict_fp32).items() if v is not None}
     try:
         if resume is not None:
             if latents is not None or out is not None:
@@ -119,33 +135,13 @@ def train(
 
 
 def _eval_hook(cfg: GenTrainConfig, num: int, steps: int, reference: list[Path] | None, i3d: Path | None):
-    """The evaluation run every --eval-every steps: the distance of fixed-seed samples to the training latents
-    (``gen.evaluation``), plus FVD/KVD of the decoded samples against --eval-reference (``gen.video_eval``). Every
-    network is loaded here, so a missing one fails before training starts."""
-    from pvvae_cli.gen.data import load_latent_set, normalize
-    from pvvae_cli.gen.evaluation import sample_statistics
+    """The evaluation run every --eval-every steps (``gen.video_eval.training_eval_hook``): the distance of
+    fixed-seed samples to the training latents, plus FVD/KVD of the decoded samples against --eval-reference. What
+    can fail (the VAE, the I3D file, the reference clips) is checked here, on every process, before training; the
+    networks are loaded at the first evaluation, on the main process only, on the training device."""
+    from pvvae_cli.gen.video_eval import training_eval_hook
 
-    data = load_latent_set(cfg.data, cfg.labels, cfg.class_from_folders)
-    video_hook = None
-    if reference:
-        from pvvae_cli.codec.latents import config_hash
-        from pvvae_cli.gen.video_eval import fvd_hook
-        from pvvae_cli.metrics.fvd import load_i3d
-        from pvvae_cli.models.registry import load_model
-
-        vae = load_model(data.meta.model)
-        if config_hash(vae.config) != data.meta.config_hash:
-            fail(f"{data.meta.model}: not the VAE that encoded {data.files[0]} (config hash differs); FVD needs it "
-                 "to decode the samples")
-        video_hook = fvd_hook(vae, reference, load_i3d(i3d), data.meta.encoded_frames, num, steps, cfg.seed)
-
-    def hook(model, step: int) -> dict[str, float]:
-        out = sample_statistics(model, normalize(data.latents, model.config), data.labels, num, steps, cfg.seed)
-        if video_hook is not None:
-            out.update(video_hook(model, step))
-        return out
-
-    return hook
+    return training_eval_hook(cfg, num, steps, reference, i3d)
 
 
 @gen_app.command("sample")
@@ -162,7 +158,10 @@ def sample(
     vae: Annotated[str | None, typer.Option(help="Decode with this VAE (default: the one the model records).")] = None,
     decode: Annotated[bool, typer.Option("--decode/--no-decode", help="Decode to mp4 + contact sheet.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="fp32, or bf16 autocast.")] = Precision("fp32"),
+    precision: Annotated[Precision, typer.Option(help="auto (bf16 autocast on CUDA where supported, fp32 on the "
+                                                      "CPU), fp32, or bf16 autocast.")] = Precision("auto"),
+    batch_size: Annotated[int, typer.Option(help="Clips sampled at once (twice that through the model with "
+                                                 "guidance); the samples do not depend on it.")] = 16,
 ) -> None:
     """Sample latent clips from a gen model, decode them with its VAE, and write latent files, mp4s and
     contact_sheet.png (first frames) to --output."""
@@ -180,7 +179,7 @@ def sample(
         if decode and (vae or gen.config.vae).startswith("preset:"):
             typer.secho(f"warning: decoding with {vae or gen.config.vae}, a preset with RANDOM weights (a pipeline "
                         "check, not a model)", fg=typer.colors.YELLOW, err=True)
-        result = generate(gen, output, num, cls, cfg_scale, steps, seed, dtype, vae, decode)
+        result = generate(gen, output, num, cls, cfg_scale, steps, seed, dtype, vae, decode, batch_size)
     except (PvvaeError, ValueError) as e:
         fail(str(e))
     typer.echo(f"wrote {len(result.latent_files)} latent files" + (

@@ -121,10 +121,31 @@ ValEveryOpt = Annotated[int | None, typer.Option(help=_help("Validate and write 
                                                             "val_every"))]
 ValClipsOpt = Annotated[int | None, typer.Option(help=_help("Validation clips.", "val_clips"))]
 CkptEveryOpt = Annotated[int | None, typer.Option(help=_help("Write a checkpoint every N steps.", "ckpt_every"))]
-FreezeShortcutOpt = Annotated[bool | None, typer.Option(
-    "--freeze-shortcut/--no-freeze-shortcut", show_default=False, help=_help(
-        "Keep the model's linear block shortcut (--shortcut-pca) fixed: only the network learns, so the PCA code "
-        "the model started from stays in it.", "freeze_shortcut"))]
+
+
+def _switch(key: str, text: str):
+    """A ``--key/--no-key`` option of ``TrainConfig`` field ``key`` (``None``: not given)."""
+    flag = key.replace("_", "-")
+    return Annotated[bool | None, typer.Option(f"--{flag}/--no-{flag}", show_default=False, help=_help(text, key))]
+
+
+FreezeShortcutOpt = _switch("freeze_shortcut", (
+    "Keep the model's linear block shortcut (--shortcut-pca) fixed: only the network learns, so the PCA code the "
+    "model started from stays in it."))
+GradCheckpointOpt = _switch("grad_checkpoint", (
+    "Activation checkpointing: recompute each block's activations in backward instead of keeping them (base at "
+    "17x256²: a fifth of the saved activations, for about one more forward pass; same losses within float "
+    "rounding). See --estimate-memory."))
+CompileOpt = _switch("compile", (
+    "torch.compile the training forward (an encoder and a decoder graph per number of dropped groups, compiled on "
+    "first use). Pays off on CUDA; minutes of compilation on a CPU."))
+StrictFp32Opt = _switch("strict_fp32", (
+    "On CUDA, keep fp32 matmuls and convolutions in full fp32 (default: TF32, several times faster, ~1e-3 "
+    "relative rounding). Recorded in metrics.jsonl."))
+EstimateOpt = Annotated[bool, typer.Option(
+    "--estimate-memory", help="Print the device memory one training step of this configuration needs (parameters, "
+    "gradients, AdamW state, EMA, saved activations; counted with fake tensors, nothing allocated) and exit. "
+    "Plan a GPU run on any machine: e.g. --device cuda --precision bf16 --preset base --batch-size 4.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress messages.")]
 
 
@@ -182,6 +203,10 @@ def train(
     val_every: ValEveryOpt = None,
     val_clips: ValClipsOpt = None,
     ckpt_every: CkptEveryOpt = None,
+    grad_checkpoint: GradCheckpointOpt = None,
+    compile: CompileOpt = None,
+    strict_fp32: StrictFp32Opt = None,
+    estimate_memory: EstimateOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a PV-VAE: --stage image (1-frame clips) or --stage video (predictive reconstruction).
@@ -192,7 +217,7 @@ def train(
     DistributedDataParallel.
     """
     flags = _config_flags(locals())
-    _run(stage.value, config, out, resume, quiet, flags)
+    _run(stage.value, config, out, resume, quiet, flags, estimate_memory)
 
 
 def finetune_decoder(
@@ -233,6 +258,10 @@ def finetune_decoder(
     val_every: ValEveryOpt = None,
     val_clips: ValClipsOpt = None,
     ckpt_every: CkptEveryOpt = None,
+    grad_checkpoint: GradCheckpointOpt = None,
+    compile: CompileOpt = None,
+    strict_fp32: StrictFp32Opt = None,
+    estimate_memory: EstimateOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Stage 3: fine-tune the decoder of --init weights with the encoder and padding frozen.
@@ -241,7 +270,7 @@ def finetune_decoder(
     adversarial loss is on from the first step. The encoder's weights come out bit-identical.
     """
     flags = _config_flags(locals())
-    _run("decoder", config, out, resume, quiet, flags)
+    _run("decoder", config, out, resume, quiet, flags, estimate_memory)
 
 
 def _config_flags(options: dict[str, Any]) -> dict[str, Any]:
@@ -251,14 +280,14 @@ def _config_flags(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(stage: str, config_file: Path | None, out: Path | None, resume: Path | None, quiet: bool,
-         flags: dict) -> None:
+         flags: dict, estimate_memory: bool = False) -> None:
     from pvvae_cli.errors import PvvaeError
     from pvvae_cli.metrics.perceptual import MetricUnavailable
     from pvvae_cli.models.weights import WeightsError
     from pvvae_cli.train.config import absolute_sources, build_config, resume_config
     from pvvae_cli.train.trainer import train as run_training
 
-    if resume is None and out is None:
+    if resume is None and out is None and not estimate_memory:
         fail("give --out RUN_DIR (a new run folder), or --resume RUN_DIR")
     flags = absolute_sources(flags)  # the saved config then works from any working directory
     try:
@@ -266,6 +295,11 @@ def _run(stage: str, config_file: Path | None, out: Path | None, resume: Path | 
             cfg = resume_config(resume, stage, config_file, out, **flags)
         else:
             cfg = build_config(stage, config_file, **flags)
+        if estimate_memory:
+            from pvvae_cli.train.build import estimate_memory as estimate
+
+            typer.echo(estimate(cfg))
+            return
         result = run_training(cfg, resume or out, resume=resume is not None, quiet=quiet)
     except (PvvaeError, WeightsError, MetricUnavailable) as e:
         fail(str(e))

@@ -75,13 +75,25 @@ def flow_loss(model: Model, x0: torch.Tensor, y: torch.Tensor | None, generator:
     return FlowLoss(err.mean(), err.detach(), t)
 
 
-def loss_by_t_bin(per_sample: torch.Tensor, t: torch.Tensor, bins: int = NUM_T_BINS) -> dict[str, tuple[float, int]]:
-    """``{"loss_t0": (sum, count), ...}``: the summed loss and sample count of each t bin (sums, so a log interval
-    can pool several steps and ranks before dividing)."""
-    idx = (t.detach().float().clamp(0, 1 - 1e-6) * bins).long().cpu()
-    per_sample = per_sample.detach().float().cpu()
+def loss_by_t_bin(per_sample: torch.Tensor, t: torch.Tensor, bins: int = NUM_T_BINS) -> dict[str, torch.Tensor]:
+    """``{"loss_t0_sum": ..., "loss_t0_n": ..., ...}``: the summed loss and the sample count of each t bin, as
+    device scalars (sums, so a log interval can pool several steps and ranks before dividing; no host sync)."""
+    idx = (t.detach().float().clamp(0, 1 - 1e-6) * bins).long()
+    onehot = torch.nn.functional.one_hot(idx, bins).to(per_sample.device, torch.float32)  # (B, bins)
+    sums = per_sample.detach().float() @ onehot
+    counts = onehot.sum(0)
     out = {}
     for k in range(bins):
-        mask = idx == k
-        out[f"loss_t{k}"] = (float(per_sample[mask].sum()), int(mask.sum()))
+        out[f"loss_t{k}_sum"], out[f"loss_t{k}_n"] = sums[k], counts[k]
+    return out
+
+
+def t_bin_means(record: dict[str, float], bins: int = NUM_T_BINS) -> dict[str, float]:
+    """A logged record with each bin's pooled ``_sum``/``_n`` replaced by its mean loss ``loss_tK`` (absent when no
+    sample of the interval fell in the bin)."""
+    out = {k: v for k, v in record.items() if not (k.startswith("loss_t") and k.endswith(("_sum", "_n")))}
+    for k in range(bins):
+        n = record.get(f"loss_t{k}_n", 0.0)
+        if n > 0:
+            out[f"loss_t{k}"] = record[f"loss_t{k}_sum"] / n
     return out

@@ -1,6 +1,10 @@
 """``gen sample`` as a library function: sample latents from a ``gen`` model, write them as latent files, decode
 them with the VAE the model records, and write mp4s plus a contact sheet of their first frames.
 
+Samples are drawn ``batch_size`` at a time (twice that through the model with classifier-free guidance), so
+memory does not grow with ``num``; each sample's starting noise depends only on the seed and its index
+(``sampler.initial_noise``), so the batch size does not change the samples.
+
 Outputs in ``out_dir``: ``sample_NNNN.safetensors`` (the latent format of ``pvvae encode``, so ``pvvae decode``
 reads them too), ``sample_NNNN.mp4``, ``contact_sheet.png`` (first frames, rows of up to 8) and ``samples.jsonl``
 (one line per sample: its files, class id and name, seed, guidance scale and steps). Every file is written
@@ -10,6 +14,7 @@ atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +31,8 @@ from pvvae_cli.gen.sampler import euler_sample, initial_noise
 from pvvae_cli.media.writer import write_video
 from pvvae_cli.runtime.atomic import atomic_path
 from pvvae_cli.runtime.device import autocast
+
+DEFAULT_BATCH_SIZE = 16  # clips sampled at once by gen sample
 
 
 class GenSampleError(PvvaeError, ValueError):
@@ -59,24 +66,41 @@ def resolve_class(config: GenConfig, cls: str | None) -> int | None:
     return idx
 
 
-def sample_latents(model: LatteDiT, num: int, cls: int | None = None, cfg_scale: float = 1.0, steps: int = 100,
-                   seed: int = 0, dtype: torch.dtype = torch.float32, shift: float = 1.0
-                   ) -> tuple[torch.Tensor, list[int | None]]:
-    """``num`` latents ``(num, C, t, h, w)`` float32 on the CPU, de-normalised (as latent files store them), and
-    the class of each: ``cls``, or for a conditional model without ``cls`` the classes in turn ``0, 1, ..``.
-    Same seed, same samples."""
+def sample_labels(config: GenConfig, num: int, cls: int | None = None) -> list[int | None]:
+    """The class of each of ``num`` samples: ``cls``, or for a conditional model without ``cls`` the classes in turn
+    ``0, 1, ..``; ``None`` for an unconditional model."""
+    if not config.conditional:
+        return [None] * num
+    return [cls if cls is not None else i % config.num_classes for i in range(num)]
+
+
+def iter_samples(model: LatteDiT, num: int, cls: int | None = None, cfg_scale: float = 1.0, steps: int = 100,
+                 seed: int = 0, dtype: torch.dtype = torch.float32, shift: float = 1.0,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[int, torch.Tensor, list[int | None]]]:
+    """``sample_latents`` a batch at a time: ``(start, latents, labels)`` for samples ``start ..``, latents float32
+    ``(B, C, t, h, w)`` on the CPU as latent files store them, ``B <= batch_size``."""
+    if batch_size < 1:
+        raise GenSampleError(f"--batch-size must be >= 1, got {batch_size}")
     cfg = model.config
     device = next(model.parameters()).device
-    noise = initial_noise((num, *cfg.latent_shape), seed)
-    labels: list[int | None]
-    if cfg.conditional:
-        labels = [cls if cls is not None else i % cfg.num_classes for i in range(num)]
-        y = torch.tensor(labels, device=device)
-    else:
-        labels, y = [None] * num, None
-    with autocast(device, dtype):
-        z = euler_sample(model, noise.to(device), steps, y, cfg_scale, model.null_class, shift)
-    return denormalize(z.cpu(), cfg), labels
+    labels = sample_labels(cfg, num, cls)
+    for start in range(0, num, batch_size):
+        b = min(batch_size, num - start)
+        noise = initial_noise((b, *cfg.latent_shape), seed, start)  # (B, C, t, h, w): sample start + i's own noise
+        y = torch.tensor(labels[start:start + b], device=device) if cfg.conditional else None
+        with autocast(device, dtype):
+            z = euler_sample(model, noise.to(device), steps, y, cfg_scale, model.null_class, shift)
+        yield start, denormalize(z.cpu(), cfg), labels[start:start + b]
+
+
+def sample_latents(model: LatteDiT, num: int, cls: int | None = None, cfg_scale: float = 1.0, steps: int = 100,
+                   seed: int = 0, dtype: torch.dtype = torch.float32, shift: float = 1.0,
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[torch.Tensor, list[int | None]]:
+    """``num`` latents ``(num, C, t, h, w)`` float32 on the CPU, de-normalised (as latent files store them), and
+    the class of each (``sample_labels``). Same seed, same samples, whatever ``batch_size`` (the clips sampled at
+    once)."""
+    parts = [z for _, z, _ in iter_samples(model, num, cls, cfg_scale, steps, seed, dtype, shift, batch_size)]
+    return torch.cat(parts), sample_labels(model.config, num, cls)
 
 
 def sample_meta(config: GenConfig, index: int) -> LatentMeta:
@@ -91,15 +115,15 @@ def sample_meta(config: GenConfig, index: int) -> LatentMeta:
 
 def generate(model: LatteDiT, out_dir: str | Path, num: int, cls: str | None = None, cfg_scale: float = 1.0,
              steps: int = 100, seed: int = 0, dtype: torch.dtype = torch.float32, vae_spec: str | None = None,
-             decode: bool = True) -> GenSamples:
-    """Sample ``num`` clips and write them to ``out_dir`` (see the module docstring). The VAE is ``vae_spec`` or
-    the one the model records; it must have the recorded config hash (else ``GenSampleError`` before any
-    sampling)."""
+             decode: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> GenSamples:
+    """Sample ``num`` clips, ``batch_size`` at a time, and write them to ``out_dir`` (see the module docstring); each
+    batch is written and decoded before the next is sampled. The VAE is ``vae_spec`` or the one the model records;
+    it must have the recorded config hash (else ``GenSampleError`` before any sampling)."""
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.models.registry import load_model
 
-    if num < 1 or steps < 1:
-        raise GenSampleError(f"--num and --steps must be >= 1, got {num} and {steps}")
+    if num < 1 or steps < 1 or batch_size < 1:
+        raise GenSampleError(f"--num, --steps and --batch-size must be >= 1, got {num}, {steps} and {batch_size}")
     cfg = model.config
     label = resolve_class(cfg, cls)
     device = next(model.parameters()).device
@@ -113,19 +137,22 @@ def generate(model: LatteDiT, out_dir: str | Path, num: int, cls: str | None = N
             raise GenSampleError(f"VAE {spec} has config hash {config_hash(vae.config)}, but the model was trained on "
                                  f"latents of {cfg.vae} ({cfg.vae_config_hash}); pass --vae with that VAE")
         codec = Codec(vae, spec, device, dtype)
-    z, labels = sample_latents(model, num, label, cfg_scale, steps, seed, dtype)
     out_dir = Path(out_dir)
-    out = GenSamples(z, labels)
-    firsts = []
-    for i in range(num):
-        meta = sample_meta(cfg, i)
-        out.latent_files.append(save_latent(out_dir / f"sample_{i:04d}.safetensors", z[i], meta))
-        if codec is not None:
-            path = out_dir / f"sample_{i:04d}.mp4"
-            frames = np.concatenate(list(codec.decode_frames(z[i], meta)))  # (T, H, W, 3) uint8
-            write_video(path, frames, cfg.fps if cfg.fps > 0 else 8.0)
-            out.videos.append(path)
-            firsts.append(frames[0])
+    parts, labels, firsts = [], sample_labels(cfg, num, label), []
+    out = GenSamples(torch.empty(0), labels)
+    for start, z, _ in iter_samples(model, num, label, cfg_scale, steps, seed, dtype, batch_size=batch_size):
+        parts.append(z)
+        for j in range(z.shape[0]):
+            i = start + j
+            meta = sample_meta(cfg, i)
+            out.latent_files.append(save_latent(out_dir / f"sample_{i:04d}.safetensors", z[j], meta))
+            if codec is not None:
+                path = out_dir / f"sample_{i:04d}.mp4"
+                frames = np.concatenate(list(codec.decode_frames(z[j], meta)))  # (T, H, W, 3) uint8
+                write_video(path, frames, cfg.fps if cfg.fps > 0 else 8.0)
+                out.videos.append(path)
+                firsts.append(frames[0])
+    out.latents = torch.cat(parts)
     if firsts:
         out.contact_sheet = write_contact_sheet(out_dir / "contact_sheet.png", firsts)
     lines = []

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvvae_cli.gen.config import GenConfig
+from pvvae_cli.models.checkpointing import GradCheckpointing, set_grad_checkpointing
 
 TIME_SCALE = 1000.0  # t in [0, 1] is embedded as t * 1000, the range DiT's frequencies were chosen for
 
@@ -114,7 +115,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class LatteDiT(nn.Module):
+class LatteDiT(GradCheckpointing, nn.Module):
     """``forward(x, t, y)``: latents ``x`` ``(B, C, t, h, w)`` (normalised: ~zero mean, unit variance per channel),
     flow time ``t`` ``(B,)`` in [0, 1], class labels ``y`` ``(B,)`` int64 in ``0..num_classes`` (``num_classes``
     is the null class; ``None`` = all null) -> float32 ``(B, C, t, h, w)``. ``h`` and ``w`` must be multiples of
@@ -157,6 +158,11 @@ class LatteDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Activation checkpointing, one transformer block at a time (``models.checkpointing``): in training mode
+        with autograd on, each block keeps only its inputs and is recomputed during backward. Off by default."""
+        set_grad_checkpointing(self, enabled)
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the problem unless ``x`` is ``(B, C, t, h, w)`` this model can take."""
         cfg = self.config
@@ -186,11 +192,12 @@ class LatteDiT(nn.Module):
 
         time_pos = sincos_1d(d, torch.arange(frames, device=x.device))  # (T, D), broadcast over (B, N)
         for i in range(0, len(self.blocks), 2):
-            tokens = self.blocks[i](tokens, cond)  # spatial: attention over the N tokens of each frame
+            # each block checkpointed on its own in training when switched on (set_grad_checkpointing)
+            tokens = self.run_block(self.blocks[i], tokens, cond)  # spatial: attention over the N tokens of a frame
             tokens = tokens.transpose(1, 2)  # (B, N, T, D)
             if i == 0:  # Latte adds the temporal embedding once, before the first temporal block
                 tokens = tokens + time_pos.to(tokens.dtype)
-            tokens = self.blocks[i + 1](tokens, cond)  # temporal: attention over the T tokens of each position
+            tokens = self.run_block(self.blocks[i + 1], tokens, cond)  # temporal: over the T tokens of a position
             tokens = tokens.transpose(1, 2)  # (B, T, N, D)
 
         out = self.final_layer(tokens, cond)  # (B, T, N, p*p*C)

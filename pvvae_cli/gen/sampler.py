@@ -8,6 +8,7 @@ null class), so ``w = 1`` is the plain conditional model and ``w = 0`` the uncon
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pvvae_cli.gen.flow import Model, shift_time
@@ -20,9 +21,16 @@ def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
     return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32), shift)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """N(0, I) float32 on the CPU from ``seed``: the same starting noise (hence samples) whatever the device."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+def initial_noise(shape: tuple[int, ...], seed: int, start: int = 0) -> torch.Tensor:
+    """N(0, I) float32 ``shape`` (``(B, C, t, h, w)``) on the CPU; row ``i`` is sample ``start + i``'s noise, drawn
+    from its own generator, seeded from ``(seed, start + i)``: the same starting noise (hence samples) whatever
+    the device and however the samples are split into batches."""
+    out = torch.empty(shape, dtype=torch.float32)
+    for i in range(shape[0]):
+        # SeedSequence: well-separated streams for neighbouring (seed, index) pairs; 2^64 keeps negative seeds valid
+        state = np.random.SeedSequence(seed % 2**64, spawn_key=(start + i,)).generate_state(1, np.uint64)[0]
+        out[i] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(state)), dtype=torch.float32)
+    return out
 
 
 @torch.no_grad()

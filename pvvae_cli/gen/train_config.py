@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pvvae_cli.config_io import strict_from_dict
+from pvvae_cli.config_io import ConfigError, strict_from_dict
 from pvvae_cli.gen.config import PRESETS
-from pvvae_cli.train.config import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: runtime.device.resolve_training_dtype
-RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "ckpt_every", "eval_every")  # change nothing computed
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: runtime.device.resolve_training_dtype (bf16 on CUDA)
+# change nothing computed beyond float rounding (steps extends the run)
+RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "ckpt_every", "eval_every", "grad_checkpoint", "compile",
+                       "strict_fp32")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class GenTrainConfig:
     preset: str = "S"
     patch_size: int = 1
     # optimisation
-    batch_size: int = 8
+    batch_size: int = 8  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
     steps: int = 10000
     lr: float = 1e-4
     warmup_steps: int = 0  # linear warm-up over min(warmup_steps, steps // 10) steps ...
@@ -38,9 +40,12 @@ class GenTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0 = off
     ema_decay: float = 0.0  # 0 = off; DiT/Latte use 0.9999 for long runs (exported weights are the EMA ones)
-    precision: str = "fp32"  # fp32 | bf16 autocast
+    precision: str = "auto"  # auto (bf16 autocast on CUDA; on the CPU the faster, as measured) | fp32 | bf16
     device: str = "auto"
     seed: int = 0
+    grad_checkpoint: bool = False  # recompute each transformer block in backward instead of keeping activations
+    compile: bool = False  # torch.compile the DiT
+    strict_fp32: bool = False  # CUDA: no TF32 in fp32 matmuls and convolutions
     # flow
     label_dropout: float = 0.1  # labels replaced by the null class, for classifier-free guidance
     t_mean: float = 0.0  # logit-normal t: sigmoid(N(t_mean, t_std))
@@ -60,7 +65,7 @@ class GenTrainConfig:
             raise ConfigError("no training data: pass LATENTS_DIR (a folder of latent files from pvvae encode)")
         if self.preset not in PRESETS:
             raise bad("preset", f"must be one of {', '.join(PRESETS)}")
-        for key in ("patch_size", "batch_size", "steps", "log_every", "ckpt_every", "keep_checkpoints"):
+        for key in ("patch_size", "batch_size", "grad_accum", "steps", "log_every", "ckpt_every", "keep_checkpoints"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise bad(key, "must be a positive integer")
         for key in ("warmup_steps", "seed", "eval_every"):
@@ -103,7 +108,7 @@ class GenTrainConfig:
 def resume_gen_config(run_dir: str | Path, **flags: Any) -> GenTrainConfig:
     """The saved config of the ``gen train`` run in ``run_dir`` with ``flags`` (``RESUMABLE_OVERRIDES`` only;
     ``None`` = not given) applied."""
-    from pvvae_cli.train.checkpoints import CONFIG_FILE, read_run_config
+    from pvvae_cli.engine.checkpoints import CONFIG_FILE, read_run_config
 
     given = sorted(k for k, v in flags.items() if v is not None and k not in RESUMABLE_OVERRIDES)
     if given:

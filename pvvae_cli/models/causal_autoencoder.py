@@ -22,6 +22,7 @@ from torch import nn
 from pvvae_cli.frames import check_frame_count
 from pvvae_cli.models import latent_space, weights
 from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.checkpointing import set_grad_checkpointing
 from pvvae_cli.models.posterior import DiagonalGaussian
 
 
@@ -72,6 +73,12 @@ class CausalConvAutoencoder(nn.Module):
     def last_decoder_weight(self) -> torch.Tensor:
         """The weight the adaptive GAN loss weight is measured on: the decoder's output conv."""
         return self.decoder.conv_out.weight
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Activation checkpointing of the whole-clip training pass, block by block (``models.checkpointing``);
+        the family's encoder and decoder decide what a block is. Off by default; streaming is never affected."""
+        if not set_grad_checkpointing(self, enabled):
+            raise NotImplementedError(f"{type(self).__name__} has no checkpointed blocks")
 
     # ------------------------------------------------------------------ shape checks
     def check_pixels(self, x: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 _MKLDNN = torch.backends.mkldnn.is_available()
 
@@ -51,12 +52,21 @@ class StreamState:
 
 def cpu_inference_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype for calling oneDNN's convolution directly (CPU, no autograd, fp32 or bf16 compute), else None."""
-    if x.device.type != "cpu" or not _MKLDNN:
-        return None
+    # Autograd first: training (compiled too: dynamo cannot trace is_fake, so this order keeps the graph whole).
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return None
+    if x.device.type != "cpu" or not _MKLDNN or is_fake(x):
+        # Fake tensors (runtime.memory's estimates) stand in for device tensors: they take the portable path, which
+        # is what CUDA runs (and oneDNN's op has no fake implementation).
+        return None
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    if dtype == torch.bfloat16:
+        from pvvae_cli.runtime.device import cpu_bf16_supported  # cached: one probe per process
+
+        # oneDNN's direct bf16 kernel needs AVX512BW/VL/DQ or AVX-NE-CONVERT; elsewhere (AMD Zen 3) the portable
+        # path, whose bf16 convolution works there
+        return dtype if cpu_bf16_supported() else None
+    return dtype if dtype == torch.float32 else None
 
 
 class CausalConv3d(nn.Conv3d):

@@ -129,6 +129,14 @@ class TrainableAutoencoder(VideoAutoencoder, Protocol):
         """The weight of the decoder's output layer (the adaptive GAN weight balances gradients there)."""
         ...
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Activation (gradient) checkpointing on or off (default off). When on, the whole-clip forward in training
+        mode with autograd recording runs each residual block through ``torch.utils.checkpoint`` (non-reentrant):
+        the same loss and gradients, most of the saved activations traded for one more forward of each block during
+        backward (``runtime.memory.estimate_training_memory`` gives the figures). Streaming
+        (``encode_chunk``/``decode_chunk``), evaluation and ``no_grad`` passes are unaffected."""
+        ...
+
     def save_pretrained(self, directory: Any, model_card: str | None = None) -> Any:
         """Write a pvvae weights folder (``config.json`` + ``model.safetensors`` + card)."""
         ...

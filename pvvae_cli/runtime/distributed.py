@@ -3,12 +3,15 @@
 ``torchrun --nproc_per_node N`` starts N processes with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set; without
 it there is one process and every function here is a no-op (no process group is created). Nothing here knows
 what is being trained.
+
+``PVVAE_DIST_TIMEOUT_MIN`` sets how long a collective may wait for the other ranks (default 60 minutes).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -32,27 +35,70 @@ class DistInfo:
         return self.world > 1
 
 
+# Rank 0 alone validates, writes checkpoints (several GB for the base preset) and exports while the other ranks
+# wait in a collective; NCCL's default 10 minutes can run out on a slow shared file system.
+DEFAULT_TIMEOUT_MIN = 60.0
+TIMEOUT_ENV = "PVVAE_DIST_TIMEOUT_MIN"
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective waits for the other ranks: ``$PVVAE_DIST_TIMEOUT_MIN`` minutes, default 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not minutes > 0:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} must be a number of minutes > 0, e.g. {TIMEOUT_ENV}=120")
+    return timedelta(minutes=minutes)
+
+
+def local_cuda_device(local_rank: int, device_count: int) -> torch.device:
+    """The GPU of process ``local_rank`` on a node with ``device_count`` visible GPUs (one GPU per process).
+    Raises ``ValueError`` when there are more processes than GPUs (CUDA would say "invalid device ordinal")."""
+    if local_rank >= device_count:
+        raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: {device_count} visible on this node; start at most "
+                         f"{device_count} processes per node (torchrun --nproc_per_node {device_count}) or make more "
+                         "GPUs visible (CUDA_VISIBLE_DEVICES)")
+    return torch.device("cuda", local_rank)
+
+
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's environment and join the process group (gloo on CPU, nccl on CUDA).
+    """Read torchrun's environment and join the process group (gloo on CPU, nccl on CUDA), whose collectives wait
+    ``collective_timeout()`` for the other ranks.
 
     Returns this process's ``DistInfo`` and its device: under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``
-    (one GPU per process)."""
+    (one GPU per process). A single process given ``cuda:N`` makes it the current device, so that CUDA calls
+    without a device (RNG state, capability queries) ask that GPU and not GPU 0."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1:
+        timeout = collective_timeout()
         if device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
+            device = local_cuda_device(info.local_rank, torch.cuda.device_count())
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            if device.type == "cuda":  # device_id binds the group to this GPU (NCCL sets up its communicator now)
+                dist.init_process_group("nccl", timeout=timeout, device_id=device)
+            else:
+                dist.init_process_group("gloo", timeout=timeout)
+    elif device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     return info, device
 
 
-def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
-    """``module`` in DistributedDataParallel when there are several processes, ``module`` itself otherwise."""
+def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device,
+             find_unused_parameters: bool = False) -> nn.Module:
+    """``module`` in DistributedDataParallel when there are several processes, ``module`` itself otherwise.
+
+    ``find_unused_parameters``: for a model whose forward leaves some parameters out of the graph (it costs a
+    graph traversal per step). Gradients are views into DDP's all-reduce buckets, which saves a copy of them."""
     if not info.enabled:
         return module
-    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None,
+               find_unused_parameters=find_unused_parameters, gradient_as_bucket_view=True)
 
 
 def barrier(info: DistInfo) -> None:
@@ -96,3 +142,10 @@ def gather_objects(obj, info: DistInfo) -> list:
     gathered: list = [None] * info.world
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_module(module: nn.Module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers on every rank (in place), for state that only rank 0 computed."""
+    if info.enabled:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pvvae_cli.train.checkpoints import CONFIG_FILE, WEIGHTS_DIR, TrainError
+from pvvae_cli.engine.checkpoints import CONFIG_FILE, WEIGHTS_DIR, TrainError
+from pvvae_cli.engine.optim import adamw, warmup_cosine
 from pvvae_cli.train.config import ConfigError, TrainConfig
-from pvvae_cli.train.state import lr_factor
 
 
 def resolve_init(spec: str) -> str:
@@ -57,7 +57,6 @@ def build_vae(cfg: TrainConfig):
     return vae.train()
 
 
-
 def fit_shortcut(vae, dataset, clips: int) -> None:
     """Set the model's linear shortcut to the block PCA of the first ``clips`` training clips (``--shortcut-pca``):
     with its network outputs still at zero, the model then starts as that PCA codec."""
@@ -94,15 +93,58 @@ def trainable_parameters(vae, stage: str, freeze_shortcut: bool = False) -> list
 
 def build_optimizer(cfg: TrainConfig, trainable: list[nn.Parameter]):
     """AdamW over ``trainable`` and its schedule (warm-up, then cosine to ``min_lr_ratio`` of the peak)."""
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]  # norms, biases, padding token: no weight decay
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
-    return opt, sched
+    opt = adamw(trainable, cfg.lr, cfg.weight_decay)  # norms, biases, padding token: no weight decay
+    return opt, warmup_cosine(opt, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
 
 
 def build_disc_optimizer(cfg: TrainConfig, disc: nn.Module) -> torch.optim.Optimizer:
     """The discriminator's AdamW (GAN-style betas, no weight decay)."""
-    return torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    return adamw(disc.parameters(), cfg.disc_lr or cfg.lr, 0.0, betas=(0.5, 0.9), decay_all=True)
+
+
+def enable_grad_checkpointing(model) -> None:
+    """``--grad-checkpoint``: the model recomputes each block's activations in backward instead of keeping them
+    (``TrainableAutoencoder.set_grad_checkpointing``); a ``ConfigError`` for a model that cannot."""
+    if not hasattr(model, "set_grad_checkpointing"):
+        raise ConfigError(f"--grad-checkpoint: a {type(model).__name__} does not support activation checkpointing")
+    model.set_grad_checkpointing(True)
+
+
+def estimate_memory(cfg: TrainConfig) -> str:
+    """``--estimate-memory``: the device memory one training step of ``cfg`` needs (``runtime.memory``), as a
+    short table. The model is described, not built: a preset's config, or the config of ``--init`` weights. A named
+    device need not be present (plan a CUDA run on a laptop with ``--device cuda``): ``--precision auto`` means bf16
+    there."""
+    from pvvae_cli.models.registry import get_preset, load_model
+    from pvvae_cli.runtime.device import DTYPES, resolve_device, resolve_training_dtype
+    from pvvae_cli.runtime.memory import GIB, estimate_training_memory
+
+    try:  # a named device need not be here (plan a GPU run anywhere); auto is what a run here would use
+        device = resolve_device("auto") if cfg.device == "auto" else torch.device(cfg.device)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"unknown device {cfg.device!r}: use auto, cpu, cuda or cuda:N") from e
+    if cfg.precision != "auto":
+        dtype = DTYPES[cfg.precision]
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" else resolve_training_dtype("auto", device)
+    if cfg.init is not None:
+        model = load_model(resolve_init(cfg.init))  # only its config is used
+    else:
+        preset = get_preset(cfg.preset)
+        changes = ({"linear_shortcut": True} if cfg.shortcut_pca else {}) | (
+            {"refiner_channels": cfg.refiner} if cfg.refiner else {})
+        model = preset.replace(**changes) if changes else preset
+    est = estimate_training_memory(model, cfg.batch_size, cfg.frames, cfg.size, cfg.size, dtype,
+                                   grad_checkpoint=cfg.grad_checkpoint, stage=cfg.stage, ema=cfg.ema_decay > 0,
+                                   loss_weights=cfg.loss_weights)
+    lines = [f"memory of one training step per process on {device.type}", est.format()]
+    if cfg.loss_weights["perceptual"] > 0 or cfg.gan_weight > 0:
+        lines.append("  (the discriminator and a perceptual network add their parameters and activations on top)")
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(device).total_memory
+        verdict = "fits" if est.total_bytes < 0.9 * total else "does NOT fit"
+        lines.append(f"  this GPU: {total / GIB:.1f} GiB -> {verdict} (with 10% headroom)")
+    elif not cfg.grad_checkpoint:
+        lines.append("  --grad-checkpoint lowers the saved activations; --batch-size with --grad-accum keeps the "
+                     "effective batch")
+    return "\n".join(lines)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pvvae_cli.config_io import strict_from_dict
-from pvvae_cli.errors import PvvaeError
+from pvvae_cli.config_io import ConfigError, strict_from_dict
 from pvvae_cli.frames import frame_rule_message, is_valid_frame_count
 from pvvae_cli.models import registry
 from pvvae_cli.models.pvvae.config import PADDING_MODES
@@ -28,11 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # auto: runtime.device.resolve_training_d
 PERCEPTUAL = ("none", "stlpips", "lpips")
 # Settings a resumed run may change (they do not alter what is computed, except `steps`, which extends the run).
 RESUMABLE_OVERRIDES = ("steps", "workers", "device", "log_every", "val_every", "val_clips", "ckpt_every",
-                       "keep_checkpoints")
-
-
-class ConfigError(PvvaeError, ValueError):
-    """An invalid training configuration; the message names the key (or file) and the fix."""
+                       "keep_checkpoints", "grad_checkpoint", "compile", "strict_fp32")
 
 
 @dataclass(frozen=True)
@@ -65,6 +60,10 @@ class TrainConfig:
     precision: str = "auto"  # auto (the faster here: bf16 on CUDA, measured on the CPU) | fp32 | bf16 autocast
     device: str = "auto"
     seed: int = 0
+    # memory and speed (none changes what is computed beyond float rounding, so a resumed run may change them)
+    grad_checkpoint: bool = False  # recompute each block's activations in backward instead of keeping them
+    compile: bool = False  # torch.compile the training forward (one graph per number of dropped groups)
+    strict_fp32: bool = False  # CUDA: no TF32 in fp32 matmuls and convolutions (runtime.device precision policy)
     # objective
     predictive: bool = True  # False (--no-predictive) = plain reconstruction baseline, r = 0
     max_drop_ratio: float = 1.0  # r: k ~ U{0..floor((G-1) r)} dropped trailing groups
@@ -291,7 +290,7 @@ def resume_config(run_dir: str | Path, stage: str, config_file: str | Path | Non
     run folder (``out``). ``stage`` is the command's: ``decoder`` (``finetune-decoder``) resumes decoder-stage
     runs, ``image``/``video`` (``train``) the others. Raises ``ConfigError``, or ``TrainError`` for a folder
     without a run."""
-    from pvvae_cli.train.checkpoints import CONFIG_FILE, read_run_config  # torch: imported only when resuming
+    from pvvae_cli.engine.checkpoints import CONFIG_FILE, read_run_config  # torch: imported only when resuming
 
     run_dir = Path(run_dir)
     given = sorted(k for k, v in flags.items() if v is not None and k not in RESUMABLE_OVERRIDES)

@@ -197,11 +197,14 @@ def make_dataset(
 
 def make_loader(
     dataset: Dataset, batch_size: int, workers: int = 0, start: int = 0, rank: int = 0, world: int = 1,
-    worker_init_fn: Callable[[int], None] | None = None,
+    worker_init_fn: Callable[[int], None] | None = None, pin_memory: bool = False,
 ) -> DataLoader:
-    """An endless DataLoader over ``dataset`` for one rank, starting after ``start`` consumed samples."""
+    """An endless DataLoader over ``dataset`` for one rank, starting after ``start`` consumed samples.
+    ``pin_memory`` (for a CUDA run): batches in page-locked memory, so ``to(device, non_blocking=True)`` overlaps
+    the copy with compute instead of syncing."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=StreamSampler(start, rank, world), num_workers=workers,
         collate_fn=collate_clips, drop_last=True, persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None, worker_init_fn=worker_init_fn if workers > 0 else None,
+        pin_memory=pin_memory,
     )

@@ -80,7 +80,10 @@ def predictive_forward(
     kept = kept_frames(x.shape[2], dropped, tc)
     with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
         posterior = vae.encode(x[:, :, :kept])
-        z = posterior.sample(generator) if sample else posterior.mode()
+    # Sampled outside the block (the same values and gradients: without encoder_grad the posterior has none). Under
+    # --compile, drawing with an explicit generator breaks the graph, and a break inside a grad-mode block would
+    # send the whole forward back to eager; here it splits it cleanly into an encoder and a decoder graph.
+    z = posterior.sample(generator) if sample else posterior.mode()
     z = vae.pad_latents(z, dropped, mode=padding, generator=generator)  # (B, C, G, h, w)
     recon = vae.decode(z)
     return PredictiveOutput(recon, posterior, dropped, kept)

@@ -21,6 +21,7 @@ from torch import nn
 from pvvae_cli.models.blocks import FrameAttention
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import StreamState
+from pvvae_cli.models.checkpointing import GradCheckpointing
 from pvvae_cli.models.group_causal_conv import GroupCausalConv3d
 from pvvae_cli.models.ivvae.config import PRESETS, IVVAEConfig
 from pvvae_cli.models.ivvae.layers import (
@@ -40,7 +41,7 @@ from pvvae_cli.models.ivvae.layers import (
 INITIAL_LOGVAR = -6.0
 
 
-class Encoder(nn.Module):
+class Encoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: IVVAEConfig) -> None:
         super().__init__()
         widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
@@ -72,12 +73,12 @@ class Encoder(nn.Module):
         h = self.conv_in(x, state)  # (B, 2*C0, T, H, W)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h, state)
+                h = self.run_block(block, h, state=state)  # checkpointed in training when switched on
             if i < len(self.downsamples):
                 for layer in self.downsamples[i]:
                     h = layer(h, state)
         for block in self.mid:
-            h = block(h, state)  # (B, 2*C_top, t, h, w)
+            h = self.run_block(block, h, state=state)  # (B, 2*C_top, t, h, w)
         h = self.quant_conv(self.head(F.silu(self.norm_out(h))))  # (B, 2*z, t, h, w)
         key, motion = h.chunk(2, dim=1)
         key_mean, key_logvar = key.chunk(2, dim=1)
@@ -86,7 +87,7 @@ class Encoder(nn.Module):
         return torch.cat([key_mean, motion_mean, key_logvar, motion_logvar], dim=1)  # (B, 2*z, t, h, w)
 
 
-class Decoder(nn.Module):
+class Decoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: IVVAEConfig) -> None:
         super().__init__()
         widths, z, split = cfg.widths, cfg.latent_channels, cfg.keyframe_compression
@@ -119,18 +120,23 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv_in(self.post_quant_conv(z))  # (B, 2*C_top, t, h, w)
         for block in self.mid:
-            h = block(h, state)
+            h = self.run_block(block, h, state=state)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h, state)
+                h = self.run_block(block, h, state=state)  # checkpointed in training when switched on
             if i < len(self.upsamples):
                 h = self.upsamples[i](h, state)
-        out = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 6, T, H, W): [keyframe | motion] pixels
+        out = self.run_block(self.to_pixels, h, state=state)  # (B, 6, T, H, W): [keyframe | motion] pixels
         if not self.split:
             return out  # (B, 3, T, H, W)
         key, motion = out.chunk(2, dim=1)
         starts_clip = state is None or state.first_call(self)
         return torch.where(self.keyframe_mask(out.shape[2], starts_clip, out.device), key, motion)
+
+    def to_pixels(self, h: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        """The output layers, ``(B, 2*C0, T, H, W)`` -> pixels: a block of its own for checkpointing (it keeps
+        three full-resolution activations and recomputes for the price of a norm and a conv to a few channels)."""
+        return self.conv_out(F.silu(self.norm_out(h)), state)
 
     def keyframe_mask(self, frames: int, starts_clip: bool, device: torch.device) -> torch.Tensor:
         """``(1, 1, T, 1, 1)`` bool: the frames taken from the keyframe half (the clip's first frame and each

@@ -18,6 +18,7 @@ from pvvae_cli.models.block_shortcut import BlockDecoder, BlockEncoder, init_fro
 from pvvae_cli.models.blocks import ChannelRMSNorm, Downsample, MidBlock, ResBlock, Upsample, init_identity_residuals
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.checkpointing import GradCheckpointing
 from pvvae_cli.models.pixel_refiner import PixelRefiner
 from pvvae_cli.models.pvvae.config import PRESETS, VAEConfig
 
@@ -38,7 +39,7 @@ def init_current_frame_(conv: nn.Conv2d | nn.Conv3d) -> None:
             conv.bias.zero_()
 
 
-class Encoder(nn.Module):
+class Encoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_multipliers]
@@ -62,10 +63,10 @@ class Encoder(nn.Module):
         h = self.conv_in(x, state)  # (B, C0, T, H, W)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h, state)
+                h = self.run_block(block, h, state=state)  # checkpointed in training when switched on
             if i < len(self.downsamples):
                 h = self.downsamples[i](h, state)
-        h = self.mid(h, state)  # (B, C_top, t, h, w)
+        h = self.run_block(self.mid, h, state=state)  # (B, C_top, t, h, w)
         moments = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w): mean, logvar
         if self.shortcut is None:
             return moments
@@ -73,7 +74,7 @@ class Encoder(nn.Module):
         return torch.cat([mean + self.shortcut(x, state).to(mean.dtype), logvar], dim=1)
 
 
-class Decoder(nn.Module):
+class Decoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_multipliers]
@@ -97,16 +98,22 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         linear = None if self.shortcut is None else self.shortcut(z, state)
-        h = self.mid(self.conv_in(z, state), state)  # (B, C_top, t, h, w)
+        h = self.run_block(self.mid, self.conv_in(z, state), state=state)  # (B, C_top, t, h, w)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h, state)
+                h = self.run_block(block, h, state=state)  # checkpointed in training when switched on
             if i < len(self.upsamples):
                 h = self.upsamples[i](h, state)
-        y = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3, T, H, W)
+        y = self.run_block(self.to_pixels, h, state=state)  # (B, 3, T, H, W)
         if linear is not None:
             y = y + linear.to(y.dtype)
-        return y if self.refiner is None else self.refiner(y, state)
+        return y if self.refiner is None else self.run_block(self.refiner, y, state=state)
+
+    def to_pixels(self, h: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        """The output layers, ``(B, C0, T, H, W)`` -> ``(B, 3, T, H, W)``: a block of its own for checkpointing,
+        since it keeps three full-resolution activations for backward and recomputes for the price of a norm and a
+        conv to 3 channels."""
+        return self.conv_out(F.silu(self.norm_out(h)), state)
 
 
 class VideoVAE(CausalConvAutoencoder):

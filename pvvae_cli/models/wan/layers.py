@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState, cpu_inference_dtype
+from pvvae_cli.models.checkpointing import GradCheckpointing
 
 
 def _first(module: nn.Module, state: StreamState | None) -> bool:
@@ -244,7 +245,7 @@ class DupUp(nn.Module):
         return x[:, :, ft - 1 :] if ft > 1 and _first(self, state) else x
 
 
-class ResidualDownBlock(nn.Module):
+class ResidualDownBlock(GradCheckpointing, nn.Module):
     """Wan2.2 encoder stage: residual blocks and the stage's ``Resample``, plus an ``AvgDown`` shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, temporal: bool, down: bool) -> None:
@@ -257,13 +258,13 @@ class ResidualDownBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         skip = self.avg_shortcut(x, state)
         for block in self.resnets:
-            x = block(x, state)
+            x = self.run_block(block, x, state=state)  # checkpointed in training when switched on
         if self.downsampler is not None:
             x = self.downsampler(x, state)
         return x + skip
 
 
-class UpBlock(nn.Module):
+class UpBlock(GradCheckpointing, nn.Module):
     """Wan2.1 decoder level: ``num_blocks`` residual blocks, then (``upsamplers.0``) its ``Resample``."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, mode: str | None) -> None:
@@ -275,11 +276,11 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         for block in self.resnets:
-            x = block(x, state)
+            x = self.run_block(block, x, state=state)  # checkpointed in training when switched on
         return x if self.upsamplers is None else self.upsamplers[0](x, state)
 
 
-class ResidualUpBlock(nn.Module):
+class ResidualUpBlock(GradCheckpointing, nn.Module):
     """Wan2.2 decoder level: residual blocks and the level's ``Resample``, plus a ``DupUp`` shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, temporal: bool, up: bool) -> None:
@@ -293,7 +294,7 @@ class ResidualUpBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         skip = None if self.avg_shortcut is None else self.avg_shortcut(x, state)
         for block in self.resnets:
-            x = block(x, state)
+            x = self.run_block(block, x, state=state)  # checkpointed in training when switched on
         if self.upsampler is not None:
             x = self.upsampler(x, state)
         return x if skip is None else x + skip

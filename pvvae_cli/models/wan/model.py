@@ -22,6 +22,7 @@ from torch import nn
 
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
+from pvvae_cli.models.checkpointing import GradCheckpointing
 from pvvae_cli.models.wan.config import PRESETS, WanVAEConfig
 from pvvae_cli.models.wan.layers import (
     AttentionBlock,
@@ -54,7 +55,7 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, cpp // (p * p), t, h * p, w * p)
 
 
-class Encoder(nn.Module):
+class Encoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
         widths = [cfg.base_channels * m for m in (1, *cfg.channel_multipliers)]
@@ -78,12 +79,17 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = self.conv_in(x, state)  # (B, C0, T, H, W)
         for block in self.down_blocks:
-            h = block(h, state)
-        h = self.mid_block(h, state)  # (B, C_top, t, h, w)
+            # Wan2.1's flat list: each residual block checkpointed on its own, the resamples not (their saved input
+            # is about what a checkpoint would keep). Wan2.2's stages checkpoint their residual blocks themselves.
+            if isinstance(block, ResidualBlock):
+                h = self.run_block(block, h, state=state)
+            else:
+                h = block(h, state)
+        h = self.run_block(self.mid_block, h, state=state)  # (B, C_top, t, h, w)
         return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w)
 
 
-class Decoder(nn.Module):
+class Decoder(GradCheckpointing, nn.Module):
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
         mults = cfg.channel_multipliers
@@ -105,10 +111,15 @@ class Decoder(nn.Module):
         self.conv_out = CausalConv3d(widths[-1], cfg.in_channels * cfg.patch_size**2, 3)
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        h = self.mid_block(self.conv_in(z, state), state)  # (B, C_top, t, h, w)
+        h = self.run_block(self.mid_block, self.conv_in(z, state), state=state)  # (B, C_top, t, h, w)
         for block in self.up_blocks:
             h = block(h, state)
-        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 3*p*p, T, H/p, W/p)
+        return self.run_block(self.to_pixels, h, state=state)  # (B, 3*p*p, T, H/p, W/p)
+
+    def to_pixels(self, h: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        """The output layers: a block of their own for checkpointing (they keep three full-resolution activations
+        and recompute for the price of a norm and a conv to a few channels)."""
+        return self.conv_out(F.silu(self.norm_out(h)), state)
 
 
 class WanVAE(CausalConvAutoencoder):

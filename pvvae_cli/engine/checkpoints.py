@@ -5,7 +5,8 @@ Run folder: ``train_config.json`` (the run's config), ``metrics.jsonl`` (one JSO
 exactly) and ``weights/`` (the exported model). A checkpoint is a dict of tensors and plain values (loaded with
 ``weights_only=True``: nothing is unpickled) holding ``format``, ``step`` and whatever the trainer saved.
 
-Nothing here knows which model is trained: any trainer's config dict and state dict fit.
+Nothing here knows which model is trained: any trainer's config dict and state dict fit (VAE and gen runs both
+use it, through ``engine.run``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def read_run_config(run_dir: Path) -> dict:
 
 
 def check_resumable(saved: dict, now: dict, may_change: Sequence[str], where: Path) -> None:
-    """A resumed run computes what the saved one did: only the keys in ``may_change`` may differ."""
-    changed = sorted(k for k in now if k not in may_change and saved.get(k) != now[k])
+    """A resumed run computes what the saved one did: only the keys in ``may_change`` may differ. A key the saved
+    config lacks (written by an older pvvae) took its default when the run was read back, so it is not compared."""
+    changed = sorted(k for k in now if k not in may_change and k in saved and saved[k] != now[k])
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise TrainError(f"{where}: cannot resume with a different configuration ({diffs}); only "

@@ -48,9 +48,9 @@ def open_run(out_dir: Path, device: str, precision: str, quiet: bool = False,
     """The process side of a run (VAE or gen): join torchrun's process group if there is one, pick the device and
     compute dtype, and open the run log. Returns ``(dist_info, device, dtype, run_log)``; a bad device or
     precision is a ``TrainError``."""
+    from pvvae_cli.engine import checkpoints as ckpts
     from pvvae_cli.runtime import distributed as dist
     from pvvae_cli.runtime.device import resolve_device, resolve_training_dtype
-    from pvvae_cli.train import checkpoints as ckpts
 
     try:
         dist_info, dev = dist.init_distributed(resolve_device(device))
@@ -65,10 +65,14 @@ def precision_note(precision: str, device, dtype) -> str | None:
     """What ``--precision auto`` chose, and on the CPU why (said once when the loop starts); None otherwise."""
     import torch
 
-    from pvvae_cli.runtime.device import cpu_bf16_speedup
+    from pvvae_cli.runtime.device import cpu_bf16_speedup, cpu_bf16_supported
 
     if precision != "auto":
         return None
-    why = (f" (bf16 measured at {cpu_bf16_speedup(torch.get_num_threads()):.2f}x the fp32 speed on this CPU)"
-           if device.type == "cpu" else "")
+    if device.type != "cpu":
+        why = ""
+    elif not cpu_bf16_supported():
+        why = " (this CPU has no bf16 convolutions)"
+    else:
+        why = f" (bf16 measured at {cpu_bf16_speedup(torch.get_num_threads()):.2f}x the fp32 speed on this CPU)"
     return f"precision auto: {'bf16' if dtype == torch.bfloat16 else 'fp32'}{why}"
