@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from conftest import metric_network, read_metrics, run_pvvae
+from conftest import metric_network, read_metrics, requires_cpu_bf16, run_pvvae
 from gen_helpers import SHAPE, write_latent_set
 
 from pvvae_cli.engine.checkpoints import list_checkpoints
@@ -259,6 +259,7 @@ def test_resume_after_sigterm_equals_uninterrupted(tmp_path, one_thread):
     assert full.weights_dir is not None
 
 
+@requires_cpu_bf16
 def test_bf16_training_runs_and_logs_t_bins(tmp_path, one_thread):
     write_latent_set(tmp_path / "lat", per_class=2)
     result = train_gen(_cfg(tmp_path / "lat", precision="bf16", steps=3), tmp_path / "run", quiet=True)
