@@ -4,7 +4,8 @@
 #
 # Usage: examples/preprocess.sh SRC OUT [JOBS]        (JOBS: default the number of CPU cores, at most 4)
 # Settings (environment): MODEL= (default: the shipped model) ENCODE_ARGS="" (more `pvvae encode` options, e.g.
-#   "--max-size 512 --frames 65 --device cuda"), THREADS= (torch threads per process; default cores / JOBS)
+#   "--max-size 512 --frames 65"), THREADS= (torch threads per process; default cores / JOBS), GPUS= (GPUs to
+#   spread the JOBS over, encoder I on cuda:(I % GPUS); default: those visible, 0 for the CPU)
 #
 # Writes OUT/**.safetensors, OUT/manifest.jsonl (one line per latent: input, output, shape, fps, sizes),
 # OUT/failures.txt ("path: reason" per input that could not be encoded) and OUT/logs/shard-I.log.
@@ -15,7 +16,7 @@
 # under torchrun: each process takes its shard from the scheduler's environment (see README, "Sharding").
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 src=$1 out=$2
@@ -28,11 +29,34 @@ model=(); [ -z "${MODEL:-}" ] || model=(--model "$MODEL")
 read -r -a extra <<< "${ENCODE_ARGS:-}"
 pvvae=${PVVAE:-pvvae}
 
+# One GPU per encoder: without a device each process would take cuda:0. The GPUs visible to this shell:
+# CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists (none without an NVIDIA driver: the CPU path).
+count_gpus() {
+    if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+        local ids; IFS=, read -r -a ids <<< "$CUDA_VISIBLE_DEVICES"
+        local n=0 id
+        for id in "${ids[@]}"; do
+            if [ "$id" = "-1" ]; then break; elif [ -n "$id" ]; then n=$((n + 1)); fi  # -1 ends the list
+        done
+        echo "$n"
+    elif command -v nvidia-smi > /dev/null 2>&1; then
+        nvidia-smi -L 2> /dev/null | grep -c '^GPU ' || true
+    else
+        echo 0
+    fi
+}
+ngpu=${GPUS:-$(count_gpus)}
+[ "$ngpu" -ge 0 ] 2>/dev/null || { echo "preprocess: GPUS must be an integer >= 0, got '$ngpu'" >&2; exit 2; }
+pinned=0  # a device given in ENCODE_ARGS (or PVVAE_DEVICE, what --device auto means) is the user's choice
+for arg in "${extra[@]}"; do case $arg in --device|--device=*) pinned=1 ;; esac; done
+case ${PVVAE_DEVICE:-auto} in auto|cuda) ;; *) pinned=1 ;; esac
+
 mkdir -p "$out/logs"
 pids=()
 for ((i = 0; i < jobs; i++)); do
+    device=(); [ "$ngpu" -eq 0 ] || [ "$pinned" -eq 1 ] || device=(--device "cuda:$((i % ngpu))")
     OMP_NUM_THREADS=$threads "$pvvae" encode "$src" -o "$out" --shard "$i/$jobs" --manifest "$out/manifest.jsonl" \
-        --quiet "${model[@]}" "${extra[@]}" 2> "$out/logs/shard-$i.log" &
+        --quiet "${model[@]}" "${device[@]}" "${extra[@]}" 2> "$out/logs/shard-$i.log" &
     pids+=($!)
 done
 status=0

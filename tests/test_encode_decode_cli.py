@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_pvvae
+from conftest import requires_cpu_bf16, run_pvvae
 from typer.testing import CliRunner
 
 from pvvae_cli import VideoVAE
@@ -86,6 +86,17 @@ def test_resume_skips_and_option_change_needs_overwrite(encoded):
     res = runner.invoke(app, ["encode", str(clip), "-o", str(lat), "--model", MODEL, "--frames", "1", "-q",
                               "--overwrite"])
     assert res.exit_code == 0 and load_latent(lat / "c2.safetensors")[1].num_frames == 1
+
+
+@requires_cpu_bf16
+def test_a_changed_dtype_alone_is_named_with_its_fix(encoded):
+    """The audit's P6: --dtype auto is fp32 on the CPU and bf16 on CUDA, so a CPU-started batch resumed on a GPU
+    differed only in the dtype; it said "other encode options" for every file. bf16 on the CPU plays the GPU here."""
+    root, _ = encoded
+    clip = root / "clips" / "c16.mp4"
+    res = runner.invoke(app, ["encode", str(clip), "-o", str(root / "lat"), "--model", MODEL, "--dtype", "bf16", "-q"])
+    assert res.exit_code == 1 and "written with dtype fp32, this run computes in bf16" in res.output
+    assert "pass --dtype fp32 to continue" in res.output
 
 
 def test_corrupt_and_empty_files_are_reported_and_the_batch_goes_on(tmp_path):

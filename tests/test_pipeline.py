@@ -112,13 +112,13 @@ def test_batch_equals_single(tiny):
 def test_non_finite_output_fails_loudly(tiny):
     codec = Codec(tiny, "t", CPU, torch.float16)
     with torch.no_grad():
-        tiny.encoder.conv_out.weight.mul_(1e6)  # outputs beyond fp16's 65504
+        tiny.encoder.conv_in.weight.mul_(1e6)  # activations beyond fp16's 65504 (the posterior's layers run in fp32)
     plan = plan_frames(1, 32, 32)
     x = torch.rand(1, 3, 1, 32, 32)
     with pytest.raises(NonFiniteError, match="fp16 overflows.*bf16 or fp32"):
         codec.encode_stream([x], plan, EncodeOptions())
     mean, _ = Codec(tiny, "t", CPU, torch.float32).encode_stream([x], plan, EncodeOptions())
-    assert torch.isfinite(mean).all() and mean.abs().max() > 65504  # fine in fp32, overflows fp16
+    assert torch.isfinite(mean).all()  # fine in fp32, overflows fp16
 
 
 def test_decode_refuses_other_model(tiny, tmp_path):

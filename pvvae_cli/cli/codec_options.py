@@ -9,6 +9,10 @@ import typer
 
 from pvvae_cli.cli.common import check_can_create, fail, load_model, model_or_default
 
+# --device of the batch commands (encode, decode, predict): see runtime.distributed.process_device.
+DEVICE_HELP = ("auto, cpu, cuda or cuda:N. Under torchrun or Slurm tasks, cuda (and auto on a GPU host) is the "
+               "process's own GPU, cuda:LOCAL_RANK.")
+
 
 class Dtype(StrEnum):
     auto = "auto"
@@ -24,18 +28,20 @@ class Tile(StrEnum):
 
 
 def open_codec(model: str | None, device: str, dtype: Dtype):
-    """Resolve device and dtype (``pvvae_cli.device``), load the model (the shipped default when ``model`` is None),
-    and wrap it in a ``Codec``."""
+    """Resolve device and dtype (``runtime.distributed.process_device``: one GPU per process under torchrun or
+    Slurm; ``runtime.device.resolve_dtype``), load the model (the shipped default when ``model`` is None), and wrap
+    it in a ``Codec``."""
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.runtime.allocator import keep_freed_memory
-    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
+    from pvvae_cli.runtime.device import resolve_dtype
+    from pvvae_cli.runtime.distributed import process_device
 
     keep_freed_memory()  # several times faster elementwise ops on video-sized tensors (see allocator.py)
 
     model = model_or_default(model)
     try:
-        dev = resolve_device(device)
+        dev = process_device(device)
         dt = resolve_dtype(dtype.value, dev)
         vae = load_model(model, device=str(dev))
     except (ValueError, OSError) as e:

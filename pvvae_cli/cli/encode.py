@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.codec_options import Dtype, Tile, open_codec, prepare_output_dir, report
+from pvvae_cli.cli.codec_options import DEVICE_HELP, Dtype, Tile, open_codec, prepare_output_dir, report
 from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, check_can_create, fail
 from pvvae_cli.cli.help_format import escape
 
@@ -30,7 +30,7 @@ def encode(
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Only inputs with this suffix (repeatable), e.g. --ext mp4.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[Dtype, typer.Option(help="Compute precision (auto: bf16 on CUDA, fp32 on CPU).")] = Dtype.auto,
     frames: Annotated[int | None, typer.Option("--frames", help="At most this many frames per clip.")] = None,
     start: Annotated[int, typer.Option(help="First source frame.")] = 0,
@@ -96,9 +96,7 @@ def encode(
         if part is not None:
             manifest = part.manifest_path(manifest)
         check_can_create(manifest.parent, "--manifest")
-    if part is not None and part.local_rank is not None and device == "auto":
-        device = _local_gpu(part.local_rank)  # one GPU per process on a node, as torchrun and Slurm intend
-    codec = open_codec(model, device, dtype)
+    codec = open_codec(model, device, dtype)  # under torchrun or Slurm: this process's GPU (one per process)
     try:
         TileSpec(tile_size, tile_overlap).validate(codec.spatial_factor)
     except ValueError as e:
@@ -118,12 +116,6 @@ def encode(
         if not quiet:
             typer.echo(f"manifest: {manifest} ({n} entries)", err=True)
     report("encoded", outcomes, failures + collisions)
-
-
-def _local_gpu(local_rank: int) -> str:
-    import torch
-
-    return f"cuda:{local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "auto"
 
 
 def _validate(options, batch_size: int) -> None:

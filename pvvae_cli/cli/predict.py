@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pvvae_cli.cli.codec_options import DEVICE_HELP
 from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, check_output_file, fail, load_model, model_or_default
 from pvvae_cli.cli.help_format import escape
 from pvvae_cli.models.pvvae.config import PADDING_MODES
@@ -59,7 +60,7 @@ def predict(
         bool, typer.Option("--force", help="Predict from a latent file made by a different model config.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for Gaussian padding.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
 ) -> None:
     """Predict future frames of a clip from its first frames (or from a latent file).
@@ -77,7 +78,8 @@ def predict(
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.codec.prediction import check_prediction_frames, predict_clip, predict_latent_file
     from pvvae_cli.media.writer import output_kind, write_video
-    from pvvae_cli.runtime.device import resolve_device, resolve_dtype
+    from pvvae_cli.runtime.device import resolve_dtype
+    from pvvae_cli.runtime.distributed import process_device
 
     # Every usage error before the model loads and the compute starts.
     if start < 0:
@@ -85,7 +87,7 @@ def predict(
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         fail(f"--fps must be a positive frame rate, got {fps:g}")
     try:
-        dev = resolve_device(device)
+        dev = process_device(device)  # one GPU per process under torchrun or Slurm
         dt = resolve_dtype(dtype, dev)
     except ValueError as e:
         fail(str(e))

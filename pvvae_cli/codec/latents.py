@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from pvvae_cli.errors import PvvaeError
 from pvvae_cli.models.protocol import AutoencoderConfig
 from pvvae_cli.runtime.atomic import atomic_path
+from pvvae_cli.runtime.device import DTYPES
 
 FORMAT = "pvvae-latent"
 FORMAT_VERSION = 1
@@ -175,6 +177,23 @@ class LatentMeta:
 
     def replace(self, **changes: Any) -> LatentMeta:
         return dataclasses.replace(self, **changes)
+
+
+def options_mismatch(meta: LatentMeta, digest: Callable[[torch.dtype], str], dtype: torch.dtype,
+                     device: torch.device) -> str:
+    """Why an existing latent's ``options_hash`` is not this run's, for its "made from ..." message: "other encode
+    options", saying what differs when it is only the compute dtype.
+
+    ``digest`` hashes this run's options with a dtype (``EncodeOptions.digest``); ``dtype`` and ``device``: this
+    run's. The dtype is part of the hash, and ``--dtype auto`` means fp32 on the CPU but bf16 on CUDA, so a batch
+    started on the CPU and resumed on a GPU (or the reverse) differs in nothing else."""
+    reason = "other encode options"
+    written = DTYPES.get(meta.dtype)
+    if written is None or written == dtype or digest(written) != meta.options_hash:
+        return reason
+    ours = next((name for name, d in DTYPES.items() if d == dtype), str(dtype))
+    return (f"{reason}: written with dtype {meta.dtype}, this run computes in {ours} on {device.type} (--dtype auto "
+            f"is bf16 on CUDA, fp32 on the CPU); pass --dtype {meta.dtype} to continue with the same options")
 
 
 def save_latent(

@@ -11,8 +11,11 @@ Per-file problems (corrupt, empty, unreadable input; a model producing NaN) are 
 Outputs are never written blindly:
 
 - each output is claimed (``runtime.output_lock``) before it is checked and held until it is written, so runs
-  sharing an output folder never write one file at once (a claimed file is reported ``skipped``: busy); the claim
-  also makes it safe to delete temp files that a killed run left for that output;
+  sharing an output folder never write one file at once; the claim also makes it safe to delete temp files that a
+  killed run left for that output (each output folder is listed for them once per run);
+- an output claimed by another run is reported ``skipped`` (busy) when that run writes it with this run's model and
+  options (its claim records their digest: identical runs share the work), and ``failed`` when it writes it
+  otherwise: the file would not be what this run was asked for;
 - an existing output is skipped only when it is up to date (encode: same input file, model and options; decode:
   same latent file, model and options, from the tag ``VideoWriter`` stamps on it); a stale one needs
   ``overwrite``; a file that pvvae did not write (a source video, model weights) is never replaced;
@@ -33,14 +36,21 @@ from pathlib import Path
 
 import torch
 
-from pvvae_cli.codec.latents import LatentFormatError, LatentMeta, load_latent, read_meta, save_latent
+from pvvae_cli.codec.latents import (
+    LatentFormatError,
+    LatentMeta,
+    load_latent,
+    options_mismatch,
+    read_meta,
+    save_latent,
+)
 from pvvae_cli.codec.pipeline import ClipSource, Codec, EncodeOptions
 from pvvae_cli.codec.tiling import TileSpec
 from pvvae_cli.frames import latent_frame_count
 from pvvae_cli.media.discovery import Job
 from pvvae_cli.media.video_io import VideoReadError
 from pvvae_cli.media.writer import read_tag
-from pvvae_cli.runtime.atomic import atomic_path, remove_stale_temps
+from pvvae_cli.runtime.atomic import StaleTemps, atomic_path
 from pvvae_cli.runtime.output_lock import OutputLock
 from pvvae_cli.runtime.progress import progress
 
@@ -53,21 +63,48 @@ def new_write_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class _Claims:
-    """The outputs this run holds claims on (taken by the reader thread, released by the main thread)."""
+def options_key(*parts: object) -> str:
+    """The digest a run records in its claims: what it writes (model and options). Runs with equal keys write equal
+    outputs, so they may share an output folder."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def __init__(self) -> None:
+
+def encode_claim_key(codec: Codec, options: EncodeOptions) -> str:
+    """``options_key`` of an encode: the model (config and weights) and the options that change the latents."""
+    return options_key("encode", options.digest(codec.dtype), codec.config_hash, codec.weights_hash)
+
+
+def claim_outcome(job: Job, lock: OutputLock, key: str) -> Outcome:
+    """The outcome of a job whose output another run holds (``lock.try_acquire()`` failed): skipped as busy when the
+    holder writes with ``key`` (or does not say: pvvae 0.10 or older), else failed."""
+    holder = lock.holder
+    if holder is None:
+        return Outcome(job, "skipped", BUSY)
+    if not holder.options or holder.options == key:
+        return Outcome(job, "skipped", f"{BUSY} ({holder.describe()})")
+    return Outcome(job, "failed", f"another pvvae run with different options ({holder.describe()}) is writing "
+                                  f"{job.output}; runs sharing an output folder must use the same model and options")
+
+
+class _Claims:
+    """The outputs this run holds claims on (taken by the reader thread, released by the main thread), claimed
+    with the digest ``key`` of what this run writes."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._held: dict[Path, OutputLock] = {}
         self._mutex = threading.Lock()
+        self._temps = StaleTemps()
 
-    def claim(self, path: Path) -> bool:
-        lock = OutputLock(path)
+    def claim(self, job: Job) -> Outcome | None:
+        """None when ``job.output`` is now ours, else its outcome (busy: skipped or failed)."""
+        lock = OutputLock(job.output, self.key)
         if not lock.try_acquire():
-            return False
+            return claim_outcome(job, lock, self.key)
         with self._mutex:
-            self._held[path] = lock
-        remove_stale_temps(path)  # ours now: temp files beside it are a killed run's leftovers
-        return True
+            self._held[job.output] = lock
+        self._temps.remove(job.output)  # ours now: temp files beside it are a killed run's leftovers
+        return None
 
     def release(self, path: Path) -> None:
         with self._mutex:
@@ -133,7 +170,8 @@ def check_existing(codec: Codec, job: Job, options: EncodeOptions) -> tuple[bool
     checks = [
         (meta.source_bytes == stat.st_size and meta.source_mtime_ns == stat.st_mtime_ns, "the input file changed"),
         (meta.config_hash == codec.config_hash and meta.weights_hash == codec.weights_hash, "another model"),
-        (meta.options_hash == options.digest(codec.dtype), "other encode options"),
+        (meta.options_hash == options.digest(codec.dtype), options_mismatch(meta, options.digest, codec.dtype,
+                                                                            codec.device)),
     ]
     for ok, why in checks:
         if not ok:
@@ -175,8 +213,9 @@ class _Reader(threading.Thread):
             pending: list[tuple[Job, ClipSource]] = []
             for job in self.jobs:
                 try:
-                    if not self.claims.claim(job.output):
-                        self.put(("done", Outcome(job, "skipped", BUSY)))
+                    busy = self.claims.claim(job)
+                    if busy is not None:
+                        self.put(("done", busy))
                         continue
                     verdict = self._existing(job) if job.output.exists() or job.output.is_symlink() else None
                 except OSError as e:  # e.g. a subfolder that cannot be created
@@ -247,11 +286,12 @@ def run_encode(
 ) -> list[Outcome]:
     """Encode every job's input into its output latent file; returns one ``Outcome`` per job, in job order.
     Existing outputs: skipped when up to date, else failed unless ``overwrite``; never replaced when they are not
-    latent files. Outputs claimed by another run are skipped (busy)."""
+    latent files. Outputs claimed by another run are skipped (busy) when it encodes with this model and these
+    options, else failed."""
     outcomes: dict[int, Outcome] = {}
     write_id = new_write_id()
-    claims = _Claims()
-    _ = codec.weights_hash  # computed here, not in the reader thread while the model runs
+    # weights_hash is computed here, not in the reader thread while the model runs
+    claims = _Claims(encode_claim_key(codec, options))
 
     def record(o: Outcome) -> None:
         outcomes[id(o.job)] = o
@@ -381,25 +421,28 @@ def run_decode(
 
     An existing output is skipped when this decode made it from the same latent file with the same model and
     options (its tag says so), else fails unless ``overwrite``. A file pvvae decode did not write, or the source
-    video the latent was encoded from, is never replaced. Outputs claimed by another run are skipped (busy)."""
+    video the latent was encoded from, is never replaced. Outputs claimed by another run are skipped (busy) when it
+    decodes with these options, else failed."""
     outcomes = []
     write_id = new_write_id()
     options = {"source_size": source_size, "tile": tile, "tile_spec": (tile_spec.tile, tile_spec.overlap)
                if tile_spec else None, "crf": crf, "dtype": str(codec.dtype), "config": codec.config_hash,
                "weights": codec.weights_hash}
+    key = options_key("decode", options)
+    temps = StaleTemps()
     bar = progress(total=len(jobs), desc="decode", unit="file", quiet=quiet)
     try:
         for job in jobs:
-            lock = OutputLock(job.output)
+            lock = OutputLock(job.output, key)
             try:
                 claimed = lock.try_acquire()
             except OSError as e:  # e.g. a subfolder that cannot be created
                 claimed, o = None, Outcome(job, "failed", f"cannot write {job.output}: {e.strerror or e}")
             if claimed is False:
-                o = Outcome(job, "skipped", BUSY)
+                o = claim_outcome(job, lock, key)
             elif claimed:
                 try:
-                    remove_stale_temps(job.output)
+                    temps.remove(job.output)
                     o = _decode_one(codec, job, overwrite, force, source_size, tile, tile_spec, crf, options,
                                     write_id)
                 except Exception as e:  # noqa: BLE001 - report, go on

@@ -10,6 +10,7 @@ what is being trained.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,6 +64,60 @@ def local_cuda_device(local_rank: int, device_count: int) -> torch.device:
                          f"{device_count} processes per node (torchrun --nproc_per_node {device_count}) or make more "
                          "GPUs visible (CUDA_VISIBLE_DEVICES)")
     return torch.device("cuda", local_rank)
+
+
+def local_rank_from_env(env: Mapping[str, str] | None = None) -> int | None:
+    """This process's index among the processes of its job on this node: torchrun's ``LOCAL_RANK``, else Slurm's
+    ``SLURM_LOCALID`` (``srun`` tasks); None when no launcher says (a single process). ``env``: default
+    ``os.environ``. Raises ``ValueError`` for a value that is not an integer >= 0."""
+    env = os.environ if env is None else env
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        raw = env.get(key, "").strip()
+        if raw:
+            try:
+                rank = int(raw)
+            except ValueError:
+                rank = -1
+            if rank < 0:
+                raise ValueError(f"{key}={raw!r} is not a process index (an integer >= 0)")
+            return rank
+    return None
+
+
+def local_gpu(env: Mapping[str, str], device_count: int) -> torch.device | None:
+    """The GPU of this process of a batch job (one GPU per process), from the launcher's environment and the number
+    of GPUs it sees; None when no launcher gives a local rank (then a bare ``cuda`` stays the current device).
+
+    ``cuda:LOCAL_RANK`` (``local_cuda_device``: a ``ValueError`` when there are more processes than GPUs), except
+    under Slurm with ``--gpus-per-task`` when the task sees only its own GPUs (``SLURM_GPUS_PER_TASK`` of them or
+    fewer: Slurm binds them per task): then its first, ``cuda:0``."""
+    rank = local_rank_from_env(env)
+    if rank is None:
+        return None
+    per_task = env.get("SLURM_GPUS_PER_TASK", "").strip()
+    if "LOCAL_RANK" not in env and per_task.isdigit() and 0 < device_count <= int(per_task):
+        return torch.device("cuda", 0)
+    return local_cuda_device(rank, device_count)
+
+
+def process_device(name: str, env: Mapping[str, str] | None = None) -> torch.device:
+    """The device of one process of a batch command (encode, decode, predict), one GPU per process.
+
+    ``runtime.device.resolve_device(name)`` (so ``auto`` is ``$PVVAE_DEVICE`` when set), then a CUDA device
+    without an index (``--device cuda``, or ``auto`` on a GPU host) becomes this process's GPU under torchrun or
+    Slurm (``local_gpu``). A CUDA device with an index is made the current device (``torch.cuda.set_device``), so
+    that CUDA calls without a device ask that GPU and not GPU 0. Raises ``ValueError`` (unusable device, more
+    processes than GPUs)."""
+    from pvvae_cli.runtime.device import resolve_device
+
+    device = resolve_device(name)
+    if device.type != "cuda":
+        return device
+    if device.index is None:
+        device = local_gpu(os.environ if env is None else env, torch.cuda.device_count()) or device
+    if device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:

@@ -35,6 +35,7 @@ from pvvae_cli.models.ivvae.layers import (
     conv,
     norm,
 )
+from pvvae_cli.models.precision import fp32_posterior
 
 # Initial log-variance of the posterior (std ~0.05): reconstruction starts at once and the KL term moves it from
 # there (the same choice and reason as VideoVAE.INITIAL_LOGVAR).
@@ -79,7 +80,9 @@ class Encoder(GradCheckpointing, nn.Module):
                     h = layer(h, state)
         for block in self.mid:
             h = self.run_block(block, h, state=state)  # (B, 2*C_top, t, h, w)
-        h = self.quant_conv(self.head(F.silu(self.norm_out(h))))  # (B, 2*z, t, h, w)
+        h = self.head(F.silu(self.norm_out(h)))  # (B, 2*z, t, h, w)
+        with fp32_posterior(h):  # the projection to the posterior in fp32, not bf16 (models.precision)
+            h = self.quant_conv(h.float())
         key, motion = h.chunk(2, dim=1)
         key_mean, key_logvar = key.chunk(2, dim=1)
         motion_mean, motion_logvar = motion.chunk(2, dim=1)

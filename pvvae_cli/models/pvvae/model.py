@@ -20,6 +20,7 @@ from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.checkpointing import GradCheckpointing
 from pvvae_cli.models.pixel_refiner import PixelRefiner
+from pvvae_cli.models.precision import fp32_posterior
 from pvvae_cli.models.pvvae.config import PRESETS, VAEConfig
 
 
@@ -66,12 +67,13 @@ class Encoder(GradCheckpointing, nn.Module):
                 h = self.run_block(block, h, state=state)  # checkpointed in training when switched on
             if i < len(self.downsamples):
                 h = self.downsamples[i](h, state)
-        h = self.run_block(self.mid, h, state=state)  # (B, C_top, t, h, w)
-        moments = self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w): mean, logvar
-        if self.shortcut is None:
-            return moments
-        mean, logvar = moments.chunk(2, dim=1)
-        return torch.cat([mean + self.shortcut(x, state).to(mean.dtype), logvar], dim=1)
+        h = F.silu(self.norm_out(self.run_block(self.mid, h, state=state)))  # (B, C_top, t, h, w)
+        with fp32_posterior(h):  # the moments (and the shortcut's share of the mean) in fp32, not bf16
+            moments = self.conv_out(h.float(), state)  # (B, 2*latent, t, h, w): mean, logvar
+            if self.shortcut is None:
+                return moments
+            mean, logvar = moments.chunk(2, dim=1)
+            return torch.cat([mean + self.shortcut(x.float(), state), logvar], dim=1)
 
 
 class Decoder(GradCheckpointing, nn.Module):

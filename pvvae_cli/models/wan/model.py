@@ -23,6 +23,7 @@ from torch import nn
 from pvvae_cli.models.causal_autoencoder import CausalConvAutoencoder
 from pvvae_cli.models.causal_conv import CausalConv3d, StreamState
 from pvvae_cli.models.checkpointing import GradCheckpointing
+from pvvae_cli.models.precision import fp32_posterior
 from pvvae_cli.models.wan.config import PRESETS, WanVAEConfig
 from pvvae_cli.models.wan.layers import (
     AttentionBlock,
@@ -85,8 +86,9 @@ class Encoder(GradCheckpointing, nn.Module):
                 h = self.run_block(block, h, state=state)
             else:
                 h = block(h, state)
-        h = self.run_block(self.mid_block, h, state=state)  # (B, C_top, t, h, w)
-        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2*latent, t, h, w)
+        h = F.silu(self.norm_out(self.run_block(self.mid_block, h, state=state)))  # (B, C_top, t, h, w)
+        with fp32_posterior(h):  # the posterior's projections in fp32, not bf16 (models.precision)
+            return self.conv_out(h.float(), state)  # (B, 2*latent, t, h, w)
 
 
 class Decoder(GradCheckpointing, nn.Module):
@@ -168,7 +170,9 @@ class WanVAE(CausalConvAutoencoder):
     # ------------------------------------------------------------------ the base class's hooks
     def _moments(self, x: torch.Tensor, state: StreamState | None) -> torch.Tensor:
         self._ensure_channels_last_kernels()
-        return self.quant_conv(self.encoder(patchify(x, self.config.patch_size), state))
+        h = self.encoder(patchify(x, self.config.patch_size), state)  # fp32 (its conv_out ran in fp32)
+        with fp32_posterior(h):
+            return self.quant_conv(h.float())
 
     def _pixels(self, z: torch.Tensor, state: StreamState | None) -> torch.Tensor:
         self._ensure_channels_last_kernels()
