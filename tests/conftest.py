@@ -119,6 +119,18 @@ def moving_square(num_frames: int = 13, size: int = 32, step: int = 2, seed: int
     return frames
 
 
+def bright_bar_clip(t: int, seed: int = 0):
+    """uint8 ``(t, 32, 32, 3)``: a bright 8x8 square moving right by 2 px per frame over a dark flat background (the
+    output-safety and lock tests' clips)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frames = np.repeat(rng.integers(0, 80, (1, 32, 32, 3), dtype=np.uint8), t, axis=0)
+    for i in range(t):
+        frames[i, 8:16, 2 + 2 * i : 10 + 2 * i] = 230
+    return frames
+
+
 def run_pvvae(*args, timeout: float = 300):
     """Run the installed console command ``pvvae`` with ``args``; returns the ``CompletedProcess`` (text output)."""
     import shutil

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import torch
+from conftest import bright_bar_clip as clip
 from typer.testing import CliRunner
 
 from pvvae_cli.cli.app import app
@@ -14,14 +15,6 @@ from pvvae_cli.runtime.output_lock import OutputLock
 
 MODEL = "preset:tiny"
 runner = CliRunner()
-
-
-def clip(t: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    frames = np.repeat(rng.integers(0, 80, (1, 32, 32, 3), dtype=np.uint8), t, axis=0)
-    for i in range(t):
-        frames[i, 8:16, 2 + 2 * i : 10 + 2 * i] = 230
-    return frames
 
 
 def cli(*args):
