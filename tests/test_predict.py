@@ -83,6 +83,44 @@ def test_predict_future_shapes_and_causal_context(tiny):
     assert torch.equal(noisy, again)
 
 
+def one_pass_prediction(vae, context, future_frames, padding="learnable", generator=None):
+    """What predict computed before 0.11: the whole clip encoded and decoded in one untiled pass."""
+    with torch.no_grad():
+        z = vae.encode(context).mode()
+        z = vae.pad_latents(z, future_frames // vae.config.temporal_compression, mode=padding, generator=generator)
+        return vae.decode(z).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("padding", ["learnable", "gaussian"])
+def test_streamed_prediction_equals_the_one_pass_prediction(tiny, padding):
+    # Issue 28 (M3): predict goes through the codec's streaming encode_chunk/decode_chunk; same frames as before.
+    torch.nn.init.normal_(tiny.padding_token, std=0.5)  # a learned token that is not zero
+    context = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    want = one_pass_prediction(tiny, context, 8, padding, torch.Generator().manual_seed(3))
+    for chunk in (1, 2):
+        got = predict_future(tiny, context, 8, padding, torch.Generator().manual_seed(3), chunk_latents=chunk)
+        assert got.shape == want.shape == (1, 3, 17, 32, 32)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_prediction_blends_tiles_like_decode(tiny):
+    # A frame larger than the tile goes through the codec's tiles (one stream per tile), as pvvae decode does.
+    from pvvae_cli.codec.pipeline import Codec
+    from pvvae_cli.codec.tiling import TileSpec
+
+    spec = TileSpec(32, 16)
+    z = torch.randn(1, 8, 2, 4, 4)  # 5 context frames of 64x64
+    got = predict_from_latents(tiny, z, 4, tile="on", tile_spec=spec)
+    assert got.shape == (1, 3, 9, 64, 64)
+    codec = Codec(tiny, "tiny", torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        padded = tiny.pad_latents(z, 1, mode="learnable")
+    want = torch.cat(list(codec.decode_stream(padded, True, spec)), dim=2).clamp(-1, 1)
+    torch.testing.assert_close(got, want)
+    untiled = predict_from_latents(tiny, z, 4, tile="off")
+    assert not torch.allclose(got, untiled, atol=1e-4)  # tiles really ran
+
+
 def test_learned_padding_needs_a_padding_token():
     vae = VideoVAE.from_preset("tiny", padding_mode="gaussian").eval()
     assert vae.padding_token is None

@@ -20,6 +20,7 @@ from pvvae_cli.cli.help_format import hide_flag_types
 from pvvae_cli.cli.info import info
 from pvvae_cli.cli.predict import predict
 from pvvae_cli.cli.setup_metrics import setup_metrics
+from pvvae_cli.cli.stats import stats
 from pvvae_cli.cli.train import finetune_decoder, train
 
 hide_flag_types()
@@ -56,6 +57,7 @@ app.command("train")(train)
 app.command("finetune-decoder")(finetune_decoder)
 app.command("download")(download)
 app.command("setup-metrics")(setup_metrics)
+app.command("stats")(stats)
 app.add_typer(gen_app, name="gen")
 
 

@@ -40,6 +40,8 @@ def decode(
         bool, typer.Option("--encoded-size", help="Keep the size given by encode's --size/--max-size.")
     ] = False,
     crf: Annotated[int, typer.Option(help="H.264 quality: 0 lossless, lower is better.")] = 12,
+    chunk: Annotated[int, typer.Option(help="Latent frames decoded per step (speed vs memory; the output is the "
+                                            "same).", min=1)] = 1,
     force: Annotated[bool, typer.Option("--force", help="Decode latents made by a different model config.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace stale outputs of pvvae decode (never a source "
                                                                 "video or another file).")] = False,
@@ -111,5 +113,5 @@ def decode(
 
     jobs, collisions = plan_jobs(files, output, lambda src: decoded_suffix(format.value, fps.get(src, 1.0)))
     outcomes = run_decode(codec, jobs, overwrite=overwrite, force=force, source_size=not encoded_size,
-                          tile=tile.value, tile_spec=spec, crf=crf, quiet=quiet)
+                          tile=tile.value, tile_spec=spec, crf=crf, quiet=quiet, chunk_latents=chunk)
     report("decoded", outcomes, failures + collisions)

@@ -20,8 +20,9 @@ class Fit(StrEnum):
 
 
 def encode(
-    inputs: Annotated[list[str], typer.Argument(help="Video/image files, folders (recursive) or globs.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; mirrors the input tree.")],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Video/image files, folders (recursive) or globs (or --files-from).", show_default=False)] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help=escape(
             "Weights folder, hub repo id (owner/name, optionally @revision), or preset:NAME (random weights, for "
@@ -59,6 +60,13 @@ def encode(
     shard: Annotated[str | None, typer.Option(
         help="Encode only shard I of N of the inputs (I/N, 0-based; or auto: torchrun's RANK/WORLD_SIZE or a Slurm "
              "array's task id), so N processes share one dataset without coordination.", metavar="I/N|auto")] = None,
+    files_from: Annotated[Path | None, typer.Option(
+        "--files-from", dir_okay=False, help="Read the inputs from this list instead of walking folders: one path per "
+        "line, or a .jsonl manifest of an earlier encode (its input field). With --shard, each process keeps its "
+        "shard's lines while reading, before any file is touched.")] = None,
+    input_root: Annotated[Path, typer.Option(
+        "--input-root", file_okay=False, help="With --files-from: relative paths are below this folder, and outputs "
+        "mirror each path relative to it.")] = Path("."),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Encode videos and images into latent files (one .safetensors per input, streamed chunk by chunk).
@@ -91,6 +99,9 @@ def encode(
         part = parse_shard(shard) if shard is not None else None
     except (ValueError, ShardError) as e:
         fail(str(e))
+    if bool(inputs) == (files_from is not None):
+        fail("give the inputs (files, folders, globs) or --files-from LIST, not both" if inputs else
+             "give the inputs: files, folders or globs, or --files-from LIST")
     prepare_output_dir(output)
     if manifest is not None:
         if part is not None:
@@ -101,15 +112,25 @@ def encode(
         TileSpec(tile_size, tile_overlap).validate(codec.spatial_factor)
     except ValueError as e:
         fail(f"--tile-size/--tile-overlap: {e}")
-    files, failures = expand_inputs(inputs, exts)
-    jobs, collisions = plan_jobs(files, output, lambda _: LATENT_SUFFIX)
-    if manifest is not None and any(manifest.resolve() == j.source.resolve() for j in jobs):
-        fail(f"--manifest {manifest} is one of the inputs: it is never overwritten; choose another path")
-    if part is not None:
+    if files_from is not None:
+        from pvvae_cli.media.file_list import FileListError, files_from_list
+
+        try:  # the shard is taken while the list is read: nothing of another shard is kept or touched
+            files, failures, total = files_from_list(files_from, input_root, exts,
+                                                     part.holds if part is not None else lambda _rel: True)
+        except FileListError as e:
+            fail(str(e))
+        jobs, collisions = plan_jobs(files, output, lambda _: LATENT_SUFFIX, resolve=False)
+    else:
+        files, failures = expand_inputs(inputs, exts)
+        jobs, collisions = plan_jobs(files, output, lambda _: LATENT_SUFFIX)
         total = len(jobs)
-        jobs = part.select(jobs)
-        if not quiet:
-            typer.echo(f"shard {part}: {len(jobs)} of {total} inputs", err=True)
+        if manifest is not None and any(manifest.resolve() == j.source.resolve() for j in jobs):
+            fail(f"--manifest {manifest} is one of the inputs: it is never overwritten; choose another path")
+        if part is not None:
+            jobs = part.select(jobs)
+    if part is not None and not quiet:
+        typer.echo(f"shard {part}: {len(jobs)} of {total} inputs", err=True)
     outcomes = run_encode(codec, jobs, options, overwrite=overwrite, batch_size=batch_size, quiet=quiet)
     if manifest is not None:
         n = write_manifest(manifest, outcomes)

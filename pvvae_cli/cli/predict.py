@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pvvae_cli.cli.codec_options import DEVICE_HELP
+from pvvae_cli.cli.codec_options import DEVICE_HELP, Tile
 from pvvae_cli.cli.common import DEFAULT_MODEL_HELP, check_output_file, fail, load_model, model_or_default
 from pvvae_cli.cli.help_format import escape
 from pvvae_cli.models.pvvae.config import PADDING_MODES
@@ -60,13 +60,17 @@ def predict(
         bool, typer.Option("--force", help="Predict from a latent file made by a different model config.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for Gaussian padding.")] = 0,
+    tile: Annotated[Tile, typer.Option(help="Spatial tiling: auto tiles frames larger than --tile-size.")] = Tile.auto,
+    tile_size: Annotated[int, typer.Option(help="Tile size in pixels (multiple of 16).")] = 512,
+    tile_overlap: Annotated[int, typer.Option(help="Tile overlap = blend width in pixels (multiple of 16).")] = 128,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
 ) -> None:
     """Predict future frames of a clip from its first frames (or from a latent file).
 
     Encodes the first --context-frames frames, appends padding latents for --future-frames frames, decodes, and
-    writes observed + predicted frames at the source fps.
+    writes observed + predicted frames at the source fps. Encoding and decoding stream a few frames at a time and
+    tile large frames, as pvvae encode and decode do.
 
     When the video has the true future frames, prints PSNR and SSIM of the prediction against them and against
     the copy-the-last-observed-frame baseline.
@@ -77,6 +81,7 @@ def predict(
 
     from pvvae_cli.codec.pipeline import Codec
     from pvvae_cli.codec.prediction import check_prediction_frames, predict_clip, predict_latent_file
+    from pvvae_cli.codec.tiling import TileSpec
     from pvvae_cli.media.writer import output_kind, write_video
     from pvvae_cli.runtime.device import resolve_dtype
     from pvvae_cli.runtime.distributed import process_device
@@ -86,6 +91,11 @@ def predict(
         fail(f"--start must be >= 0, got {start}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         fail(f"--fps must be a positive frame rate, got {fps:g}")
+    spec = TileSpec(tile_size, tile_overlap)
+    try:
+        spec.validate_basic()
+    except ValueError as e:
+        fail(f"--tile-size/--tile-overlap: {e}")
     try:
         dev = process_device(device)  # one GPU per process under torchrun or Slurm
         dt = resolve_dtype(dtype, dev)
@@ -104,15 +114,21 @@ def predict(
         fail(str(e))
     tc = vae.config.temporal_compression
     try:
+        spec.validate(vae.config.spatial_compression)
+    except ValueError as e:
+        fail(f"--tile-size/--tile-overlap: {e}")
+    try:
         check_prediction_frames(1 if is_latent else context_frames, future_frames, tc)
     except ValueError as e:
         fail(_flags(str(e)))
     gen = torch.Generator(device=dev).manual_seed(seed)
     try:
         if is_latent:
-            pred = predict_latent_file(Codec(vae, model, dev, dt), source, future_frames, padding.value, gen, force)
+            pred = predict_latent_file(Codec(vae, model, dev, dt), source, future_frames, padding.value, gen, force,
+                                       tile.value, spec)
         else:
-            pred = predict_clip(vae, source, context_frames, future_frames, start, size, padding.value, gen, dt)
+            pred = predict_clip(vae, source, context_frames, future_frames, start, size, padding.value, gen, dt,
+                                tile.value, spec)
     except ValueError as e:
         fail(str(e))
     for w in pred.warnings:

@@ -9,6 +9,11 @@ future frames need ``b`` padding latents.
 Pixels are ``(B, 3, T, H, W)`` in [-1, 1]; latents ``(B, C, t, h, w)`` in the model's raw (un-normalised) space,
 where the padding token lives. ``predict_clip`` and ``predict_latent_file`` are the file-level entry points of
 ``pvvae predict``: they read the context, check it against the model and return a ``Prediction``.
+
+Encoding and decoding go through ``codec.pipeline.Codec`` (``encode_stream``, ``decode_stream``): the model's
+streaming ``encode_chunk``/``decode_chunk``, one stream per spatial tile for large frames, as ``pvvae encode`` and
+``pvvae decode`` run it, so device memory is bounded by a chunk (and a tile), not by the clip. Only the padded
+latent, small, is built whole.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ import numpy as np
 import torch
 
 from pvvae_cli.codec.framing import FramePlan
+from pvvae_cli.codec.tiling import TileSpec, use_tiling
 from pvvae_cli.frames import frame_rule_message, is_valid_frame_count, pixel_frame_count, round_down_to_valid
 from pvvae_cli.metrics.image import psnr, ssim
 from pvvae_cli.models.pvvae.config import PADDING_MODES
 from pvvae_cli.models.pvvae.model import VideoVAE
-from pvvae_cli.runtime.device import autocast
 
 
 def check_prediction_frames(context_frames: int, future_frames: int, temporal_compression: int) -> None:
@@ -54,6 +59,14 @@ def resolve_padding(vae: VideoVAE, padding: str | None) -> str:
     return mode
 
 
+def _codec(vae: VideoVAE, dtype: torch.dtype):
+    """``vae`` as a ``codec.pipeline.Codec`` on its own device: predict streams through the codec's chunked,
+    tiled encode and decode rather than a loop of its own."""
+    from pvvae_cli.codec.pipeline import Codec
+
+    return Codec(vae, "predict", next(vae.parameters()).device, dtype)
+
+
 @torch.no_grad()
 def predict_from_latents(
     vae: VideoVAE,
@@ -62,19 +75,34 @@ def predict_from_latents(
     padding: str | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    tile: str = "auto",
+    tile_spec: TileSpec | None = None,
+    chunk_latents: int = 1,
 ) -> torch.Tensor:
-    """Raw latents ``(B, C, 1+a, h, w)`` of the context -> pixels ``(B, 3, 1+tc*a+F, s*h, s*w)`` in [-1, 1].
+    """Raw latents ``(B, C, 1+a, h, w)`` of the context -> pixels ``(B, 3, 1+tc*a+F, s*h, s*w)`` in [-1, 1], on
+    the CPU.
 
-    The first ``1+tc*a`` output frames decode the context; the last ``F = future_frames`` are the prediction.
+    The first ``1+tc*a`` output frames decode the context; the last ``F = future_frames`` are the prediction. The
+    padded latents (small: the latent grid) are decoded ``chunk_latents`` latent frames at a time through the
+    model's streaming ``decode_chunk``, tiled as ``pvvae decode`` tiles (``tile``: auto/on/off, ``tile_spec``),
+    so memory does not grow with the clip's length or, tiled, with its area beyond the output itself. Untiled,
+    the result equals the one-pass ``vae.decode`` (within float tolerance).
     """
     tc = vae.config.temporal_compression
     check_prediction_frames(pixel_frame_count(latents.shape[2], tc), future_frames, tc)
     mode = resolve_padding(vae, padding)
-    device = next(vae.parameters()).device
-    z = vae.pad_latents(latents.to(device, torch.float32), future_frames // tc, mode=mode, generator=generator)
-    with autocast(device, dtype):
-        out = vae.decode(z)
-    return out.float().clamp(-1, 1)
+    codec = _codec(vae, dtype)
+    z = vae.pad_latents(latents.to(codec.device, torch.float32), future_frames // tc, mode=mode, generator=generator)
+    s = vae.config.spatial_compression
+    spec = tile_spec or TileSpec()
+    tiled = use_tiling(tile, z.shape[-2] * s, z.shape[-1] * s, spec)
+    out = torch.empty(z.shape[0], 3, pixel_frame_count(z.shape[2], tc), z.shape[-2] * s, z.shape[-1] * s)
+    t = 0
+    for x in codec.decode_stream(z, tiled, spec, chunk_latents):  # CPU float32 chunks (B, 3, n, H, W)
+        out[:, :, t : t + x.shape[2]] = x.clamp_(-1, 1)
+        t += x.shape[2]
+    assert t == out.shape[2], (t, out.shape)
+    return out
 
 
 @torch.no_grad()
@@ -85,16 +113,26 @@ def predict_future(
     padding: str | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    tile: str = "auto",
+    tile_spec: TileSpec | None = None,
+    chunk_latents: int = 1,
 ) -> torch.Tensor:
-    """Context pixels ``(B, 3, K, H, W)`` in [-1, 1], ``K = 1 + tc*a`` -> ``(B, 3, K + F, H, W)`` in [-1, 1]:
-    the decoded context followed by ``F = future_frames`` predicted frames. The context is encoded to its
-    posterior mode; ``padding`` is ``learnable``, ``gaussian`` or ``None`` (the model's own mode)."""
+    """Context pixels ``(B, 3, K, H, W)`` in [-1, 1], ``K = 1 + tc*a`` -> ``(B, 3, K + F, H, W)`` in [-1, 1] on the
+    CPU: the decoded context followed by ``F = future_frames`` predicted frames. The context is encoded to its
+    posterior mode through the codec's streaming (first frame, then ``tc * chunk_latents`` frames at a time) and
+    tiled encode, as ``pvvae encode`` does; ``padding`` is ``learnable``, ``gaussian`` or ``None`` (the model's own
+    mode). ``tile``, ``tile_spec``, ``chunk_latents``: as for ``predict_from_latents``."""
+    from pvvae_cli.codec.pipeline import EncodeOptions
+
     check_prediction_frames(context.shape[2], future_frames, vae.config.temporal_compression)
     resolve_padding(vae, padding)  # fail before the encoder runs
-    device = next(vae.parameters()).device
-    with autocast(device, dtype):
-        z = vae.encode(context.to(device)).mode()
-    return predict_from_latents(vae, z.float(), future_frames, padding, generator, dtype)
+    _, _, k, h, w = context.shape
+    spec = tile_spec or TileSpec()
+    options = EncodeOptions(tile=tile, tile_size=spec.tile, tile_overlap=spec.overlap, chunk_latents=chunk_latents)
+    plan = FramePlan(k, h, w, k, h, w)  # a valid frame count at multiples of s: nothing to pad or resize
+    chunks = (context[:, :, i : i + 16] for i in range(0, k, 16))  # regrouped into model chunks by encode_stream
+    mean, _ = _codec(vae, dtype).encode_stream(chunks, plan, options)  # the mode, fp32 on the CPU
+    return predict_from_latents(vae, mean, future_frames, padding, generator, dtype, tile, tile_spec, chunk_latents)
 
 
 def copy_last_frame(context: torch.Tensor, future_frames: int) -> torch.Tensor:
@@ -198,11 +236,14 @@ def predict_clip(
     padding: str | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    tile: str = "auto",
+    tile_spec: TileSpec | None = None,
 ) -> Prediction:
     """Predict ``future_frames`` frames of the video (or image) at ``path`` from its ``context_frames`` frames from
     ``start``, and keep the true future frames it has for scoring. ``size``: short side resized to ``size`` and a
-    centred square crop (else native size, which must be a multiple of the model's spatial factor). Raises
-    ``ValueError`` (``VideoReadError`` for an unreadable file) with the fix."""
+    centred square crop (else native size, which must be a multiple of the model's spatial factor). ``tile``,
+    ``tile_spec``: spatial tiling as in ``pvvae encode``/``decode``. Raises ``ValueError`` (``VideoReadError`` for
+    an unreadable file) with the fix."""
     from pvvae_cli.media.transforms import resize_crop
     from pvvae_cli.media.video_io import frames_to_tensor, probe, read_clip
 
@@ -225,7 +266,7 @@ def predict_clip(
         raise ValueError(f"{path}: frames are {x.shape[3]}x{x.shape[2]}, not multiples of {s}; pass --size N "
                          f"(a multiple of {s}) to resize and centre-crop")
     x = x.unsqueeze(0)  # (1, 3, K + g, H, W)
-    out = predict_future(vae, x[:, :, :context_frames], future_frames, padding, generator, dtype).cpu()
+    out = predict_future(vae, x[:, :, :context_frames], future_frames, padding, generator, dtype, tile, tile_spec)
     return Prediction(out, future_frames, fps if fps > 0 else 8.0, source=x)
 
 
@@ -236,11 +277,14 @@ def predict_latent_file(
     padding: str | None = None,
     generator: torch.Generator | None = None,
     force: bool = False,
+    tile: str = "auto",
+    tile_spec: TileSpec | None = None,
 ) -> Prediction:
     """Predict ``future_frames`` frames after the context stored in a latent file from ``pvvae encode``, with
     ``codec``'s model (a ``codec.pipeline.Codec``), which ``Codec.check_latent`` checks against the file (a
     latent of another model config is refused unless ``force``). The output is at the source size, as
-    ``pvvae decode`` gives it. Raises ``ValueError`` (``LatentFormatError`` for an unreadable file)."""
+    ``pvvae decode`` gives it (streamed and tiled as there: ``tile``, ``tile_spec``). Raises ``ValueError``
+    (``LatentFormatError`` for an unreadable file)."""
     from pvvae_cli.codec.latents import load_latent
 
     latent, meta = load_latent(path)
@@ -249,6 +293,6 @@ def predict_latent_file(
     z = latent.unsqueeze(0)  # (1, C, t, h, w)
     if meta.normalized:
         z = vae.denormalize_latents(z)  # padding tokens live in the raw latent space
-    out = predict_from_latents(vae, z, future_frames, padding, generator, codec.dtype).cpu()
+    out = predict_from_latents(vae, z, future_frames, padding, generator, codec.dtype, tile, tile_spec)
     out = FramePlan.from_meta(meta).invert(out)  # undo encode's padding (or resize) to multiples of s
     return Prediction(out, future_frames, meta.fps if meta.fps > 0 else 8.0, warnings=tuple(warnings))

@@ -416,8 +416,10 @@ def run_decode(
     crf: int = 12,
     quiet: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
+    chunk_latents: int = 1,
 ) -> list[Outcome]:
     """Decode every job's latent file into its output video; returns one ``Outcome`` per job, in order.
+    ``chunk_latents``: latent frames per decode step (speed and memory only: the output is the same).
 
     An existing output is skipped when this decode made it from the same latent file with the same model and
     options (its tag says so), else fails unless ``overwrite``. A file pvvae decode did not write, or the source
@@ -444,7 +446,7 @@ def run_decode(
                 try:
                     temps.remove(job.output)
                     o = _decode_one(codec, job, overwrite, force, source_size, tile, tile_spec, crf, options,
-                                    write_id)
+                                    write_id, chunk_latents)
                 except Exception as e:  # noqa: BLE001 - report, go on
                     o = Outcome(job, "failed", _reason(e))
                 finally:
@@ -487,7 +489,7 @@ def _is_source_of(path: Path, meta: LatentMeta) -> bool:
 
 
 def _decode_one(codec: Codec, job: Job, overwrite: bool, force: bool, source_size: bool, tile: str,
-                tile_spec: TileSpec | None, crf: int, options: dict, write_id: str) -> Outcome:
+                tile_spec: TileSpec | None, crf: int, options: dict, write_id: str, chunk_latents: int = 1) -> Outcome:
     latent, meta = load_latent(job.source)
     key = decode_key(job.source, meta, options)
     out = job.output
@@ -506,6 +508,6 @@ def _decode_one(codec: Codec, job: Job, overwrite: bool, force: bool, source_siz
             return Outcome(job, "failed", f"output {out} exists but was decoded from another latent file or with "
                                           "other options; pass --overwrite to replace it", meta)
     warnings = codec.check_latent(latent, meta, force)
-    codec.decode_to_file(latent, meta, out, source_size, tile, tile_spec, crf=crf,
+    codec.decode_to_file(latent, meta, out, source_size, tile, tile_spec, chunk_latents=chunk_latents, crf=crf,
                          tag=f"{DECODE_TAG}:{key}:{write_id}", notes=warnings)
     return Outcome(job, "decoded", "", meta, tuple(latent.shape), warnings)

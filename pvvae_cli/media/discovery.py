@@ -131,16 +131,17 @@ def expand_inputs(specs: list[str], exts: frozenset[str]) -> tuple[list[tuple[Pa
 
 
 def plan_jobs(
-    files: list[tuple[Path, Path]], out_dir: Path, suffix_for
+    files: list[tuple[Path, Path]], out_dir: Path, suffix_for, resolve: bool = True
 ) -> tuple[list[Job], list[tuple[str, str]]]:
     """Give each ``(file, rel)`` its output ``out_dir / rel`` with the suffix ``suffix_for(file)`` (``""`` for a
-    folder). The same file given twice is kept once; two files mapping to one output are a failure."""
+    folder). The same file given twice is kept once (``resolve=False``: known by its path as given, with no
+    file-system call: a file list's entries are already unique); two files mapping to one output are a failure."""
     jobs: list[Job] = []
     failures: list[tuple[str, str]] = []
     seen_src: set[Path] = set()
     owner: dict[Path, Path] = {}
     for src, rel in files:
-        key = src.resolve()
+        key = src.resolve() if resolve else src
         if key in seen_src:
             continue
         seen_src.add(key)
