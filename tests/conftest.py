@@ -131,6 +131,15 @@ def bright_bar_clip(t: int, seed: int = 0):
     return frames
 
 
+def cli(*args):
+    """``pvvae ARGS`` in this process (typer's CliRunner: monkeypatches apply), arguments as ``str``."""
+    from typer.testing import CliRunner
+
+    from pvvae_cli.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def run_pvvae(*args, timeout: float = 300):
     """Run the installed console command ``pvvae`` with ``args``; returns the ``CompletedProcess`` (text output)."""
     import shutil

@@ -3,19 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import cli
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import load_latent
 from pvvae_cli.media.writer import write_video
 
 MODEL = "preset:tiny"
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

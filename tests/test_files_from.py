@@ -8,21 +8,14 @@ import os
 
 import pytest
 import torch
-from conftest import bright_bar_clip
-from typer.testing import CliRunner
+from conftest import bright_bar_clip, cli
 
-from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import load_latent
 from pvvae_cli.media.file_list import files_from_list
 from pvvae_cli.media.sharding import Shard
 from pvvae_cli.media.writer import write_video
 
 MODEL = "preset:tiny"
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

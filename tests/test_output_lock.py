@@ -10,22 +10,16 @@ import time
 import pytest
 import torch
 from conftest import bright_bar_clip as clip
-from typer.testing import CliRunner
+from conftest import cli
 
-from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import read_meta
 from pvvae_cli.media.writer import write_video
 from pvvae_cli.runtime import atomic, output_lock
 from pvvae_cli.runtime.output_lock import STALE_AFTER_S, UNNAMED_STALE_AFTER_S, Holder, OutputLock, lock_path
 
 MODEL = "preset:tiny"
-runner = CliRunner()
 
 pytestmark = pytest.mark.skipif(output_lock.fcntl is None, reason="no fcntl: claims are not coordinated (Windows)")
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

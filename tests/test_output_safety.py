@@ -5,20 +5,14 @@ import os
 import numpy as np
 import torch
 from conftest import bright_bar_clip as clip
-from typer.testing import CliRunner
+from conftest import cli
 
-from pvvae_cli.cli.app import app
 from pvvae_cli.codec.latents import load_latent, read_meta, save_latent
 from pvvae_cli.media.video_io import probe
 from pvvae_cli.media.writer import write_video
 from pvvae_cli.runtime.output_lock import OutputLock
 
 MODEL = "preset:tiny"
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_decode_into_the_source_folder_never_replaces_sources(tmp_path):
