@@ -215,11 +215,11 @@ class _Interval:
     def record(self, info: dist.DistInfo, device: torch.device) -> dict[str, float]:
         """The interval's mean of every term, averaged over the ranks, plus throughput (update time only: data
         wait included, evaluation and checkpoints excluded)."""
-        names = sorted(self.sums)
+        names = sorted(self.sums)  # the same on every rank: the same steps log the same terms
         values = {}
         if names:
-            stacked = torch.stack([self.sums[k].to(device) for k in names]).double() / self.n
+            stacked = dist.mean_over_ranks(torch.stack([self.sums[k].to(device) for k in names]).double() / self.n,
+                                           info)
             values = dict(zip(names, stacked.cpu().tolist(), strict=True))  # the interval's one host sync
-        values = dist.mean_across_ranks(values, info, device)
         return {**values, "sec_per_step": self.seconds / self.n,
                 "samples_per_s": self.samples * info.world / max(self.seconds, 1e-12)}

@@ -180,14 +180,14 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def mean_across_ranks(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
-    """The mean over ranks of each value (every rank must pass the same keys)."""
-    if not info.enabled:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], device=device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: float(v) / info.world for k, v in zip(keys, t.tolist(), strict=True)}
+def mean_over_ranks(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The element-wise mean of ``t`` over the ranks (every rank passes the same shape), on ``t``'s device: no host
+    sync of its own."""
+    if info.enabled:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= info.world
+    return t
 
 
 def gather_objects(obj, info: DistInfo) -> list:

@@ -33,7 +33,7 @@ def build_vae(cfg: TrainConfig):
     id), or a ``--preset`` with random weights; with the padding mode of the run (``--padding``; the decoder stage
     keeps the model's, it is frozen there)."""
     from pvvae_cli.models.protocol import TrainableAutoencoder
-    from pvvae_cli.models.registry import build_model, get_preset, load_model
+    from pvvae_cli.models.registry import build_model, load_model
 
     if cfg.init is not None:
         vae = load_model(resolve_init(cfg.init))
@@ -41,12 +41,7 @@ def build_vae(cfg: TrainConfig):
             raise TrainError(f"{cfg.init}: a {type(vae).__name__} cannot be trained here (it lacks what "
                              "models.protocol.TrainableAutoencoder declares)")
     else:
-        preset = get_preset(cfg.preset)
-        changes = ({"linear_shortcut": True} if cfg.shortcut_pca else {}) | (
-            {"refiner_channels": cfg.refiner} if cfg.refiner else {})
-        if changes and not hasattr(preset, "refiner_channels"):
-            raise ConfigError(f"--shortcut-pca and --refiner are PV-VAE options; preset {cfg.preset!r} is not one")
-        vae = build_model(preset.replace(**changes) if changes else preset)
+        vae = build_model(preset_config(cfg))
     if cfg.stage != "decoder" and vae.config.padding_mode != cfg.padding:
         # Rebuild with the requested padding; every other tensor carries over (a new token starts at zero).
         state = {k: v for k, v in vae.state_dict().items() if k != "padding_token"}
@@ -55,6 +50,18 @@ def build_vae(cfg: TrainConfig):
         assert set(missing) <= {"padding_token"} and not unexpected, (missing, unexpected)
         vae = vae_new
     return vae.train()
+
+
+def preset_config(cfg: TrainConfig):
+    """The architecture a ``--preset`` run builds: the preset's config with ``--shortcut-pca`` / ``--refiner``."""
+    from pvvae_cli.models.registry import get_preset
+
+    preset = get_preset(cfg.preset)
+    changes = ({"linear_shortcut": True} if cfg.shortcut_pca else {}) | (
+        {"refiner_channels": cfg.refiner} if cfg.refiner else {})
+    if changes and not hasattr(preset, "refiner_channels"):
+        raise ConfigError(f"--shortcut-pca and --refiner are PV-VAE options; preset {cfg.preset!r} is not one")
+    return preset.replace(**changes) if changes else preset
 
 
 def fit_shortcut(vae, dataset, clips: int) -> None:
@@ -115,7 +122,7 @@ def estimate_memory(cfg: TrainConfig) -> str:
     short table. The model is described, not built: a preset's config, or the config of ``--init`` weights. A named
     device need not be present (plan a CUDA run on a laptop with ``--device cuda``): ``--precision auto`` means bf16
     there."""
-    from pvvae_cli.models.registry import get_preset, load_model
+    from pvvae_cli.models.registry import load_model
     from pvvae_cli.runtime.device import DTYPES, resolve_device, resolve_training_dtype
     from pvvae_cli.runtime.memory import GIB, estimate_training_memory
 
@@ -130,10 +137,7 @@ def estimate_memory(cfg: TrainConfig) -> str:
     if cfg.init is not None:
         model = load_model(resolve_init(cfg.init))  # only its config is used
     else:
-        preset = get_preset(cfg.preset)
-        changes = ({"linear_shortcut": True} if cfg.shortcut_pca else {}) | (
-            {"refiner_channels": cfg.refiner} if cfg.refiner else {})
-        model = preset.replace(**changes) if changes else preset
+        model = preset_config(cfg)
     est = estimate_training_memory(model, cfg.batch_size, cfg.frames, cfg.size, cfg.size, dtype,
                                    grad_checkpoint=cfg.grad_checkpoint, stage=cfg.stage, ema=cfg.ema_decay > 0,
                                    loss_weights=cfg.loss_weights)
